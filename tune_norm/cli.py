@@ -1,0 +1,157 @@
+"""The `tune-norm` command line: thin Typer wrappers over the library; user errors exit 2 with one sentence."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from .errors import UserError
+from .norms import NORMS
+
+app = typer.Typer(
+    help="Hyperparameter search for normalization and regularization experiments on MNIST.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+NormKind = enum.Enum("NormKind", {k: k for k in NORMS}, type=str)  # CLI choices come from the registry
+
+
+
+@app.callback()
+def _root() -> None:
+    """Hyperparameter search for normalization and regularization experiments on MNIST."""
+
+
+DataOption = typer.Option(None, "--data", help="Data directory holding MNIST/raw/ (default: $TUNE_NORM_DATA or ./data).")
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn library UserErrors into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command(epilog="Example: tune-norm train --norm group --groups 4 --epochs 20 --out runs/gn")
+@friendly
+def train(
+    norm: Optional[NormKind] = typer.Option(None, help="Normalization layer (default batch)."),
+    groups: Optional[int] = typer.Option(None, help="GroupNorm groups on the 16-channel layers (seed: 4)."),
+    l1: Optional[float] = typer.Option(None, help="L1 factor: loss += l1 * sum|p|."),
+    l2: Optional[float] = typer.Option(None, help="L2 factor: SGD weight_decay."),
+    lr: Optional[float] = typer.Option(None, help="OneCycle max learning rate (seed 0.015)."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout after every norm (seed 0.03)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step (seed 64)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (seed 20)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    val_size: Optional[int] = typer.Option(None, help="Validation images held out of training (default 5000; 0 = seed convention)."),
+    subset: Optional[int] = typer.Option(None, help="Train on only this many images (0 = all)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (0 = all available)."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast on CUDA."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys; options override it."),
+    data: Optional[Path] = DataOption,
+    download: bool = typer.Option(False, help="Download MNIST with torchvision when files are missing (needs internet)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/<norm>-<time>)."),
+) -> None:
+    """Train one config and print a per-epoch table; writes metrics and weights to --out."""
+    import time
+
+    from . import config as config_mod
+    from . import data as data_mod
+    from .train import run_to_folder
+
+    values = config_mod.load_yaml(config) if config else {}
+    options = dict(norm=norm.value if norm else None, groups=groups, l1=l1, l2=l2, lr=lr, dropout=dropout,
+                   batch_size=batch_size, epochs=epochs, seed=seed, val_size=val_size, subset=subset,
+                   device=device, threads=threads, amp=amp)
+    values.update({k: v for k, v in options.items() if v is not None})
+    cfg = config_mod.from_mapping(values)
+    root = (data or data_mod.default_root()).resolve()
+    if download:
+        data_mod.download(root)
+    mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
+    out = out or Path("runs") / f"{cfg.norm}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_to_folder(cfg, mnist, out.resolve(), echo=typer.echo)
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set takes key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command(epilog="Example: tune-norm search search_spaces/full.yaml --num-samples 40 --gpus-per-trial 0.25")
+@friendly
+def search(
+    space_file: Path = typer.Argument(..., help="Search-space YAML (see search_spaces/)."),
+    num_samples: Optional[int] = typer.Option(None, help="Trials to sample (overrides the YAML)."),
+    metric: Optional[str] = typer.Option(None, help="Metric to optimise, e.g. val_acc."),
+    mode: Optional[str] = typer.Option(None, help="max or min."),
+    scheduler: Optional[str] = typer.Option(None, help="asha or fifo."),
+    grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial may be stopped."),
+    searcher: Optional[str] = typer.Option(None, "--searcher", help="optuna, random or grid."),
+    max_concurrent: Optional[int] = typer.Option(None, help="Trials running at once (0 = as resources allow)."),
+    cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (also its torch threads)."),
+    gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial, e.g. 0.25 packs four on a GPU."),
+    max_failures: Optional[int] = typer.Option(None, help="Retries of a crashed trial from its last checkpoint."),
+    epoch_timeout: Optional[float] = typer.Option(None, "--epoch-timeout", help="Seconds an epoch may take before the trial counts as hung."),
+    set_: list[str] = typer.Option([], "--set", help="Fix a config key for every trial, e.g. --set epochs=3 (repeatable)."),
+    name: Optional[str] = typer.Option(None, help="Experiment name (default: the YAML's)."),
+    storage: Optional[str] = typer.Option(None, help="Experiment folder or s3:// URI (default ./tune_results/<name>)."),
+    address: Optional[str] = typer.Option(None, help="Join a running Ray cluster ('auto' or host:port); default: start a local Ray."),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs for a local Ray (default: all)."),
+    num_gpus: Optional[int] = typer.Option(None, help="GPUs for a local Ray (default: detected)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted experiment in --storage."),
+    restart_errored: bool = typer.Option(False, help="With --resume: rerun errored trials from scratch instead of from their checkpoints."),
+    data: Optional[Path] = DataOption,
+) -> None:
+    """Run a Ray Tune search (ASHA + Optuna by default) over the space in SPACE_FILE."""
+    from . import data as data_mod
+    from . import space as space_mod
+
+    spec = space_mod.load(space_file).with_overrides(
+        num_samples=num_samples, metric=metric, mode=mode, name=name, max_failures=max_failures,
+        epoch_timeout_s=epoch_timeout, scheduler__type=scheduler, scheduler__grace_period=grace_period,
+        search__type=searcher, search__max_concurrent=max_concurrent,
+        resources__cpus_per_trial=cpus_per_trial, resources__gpus_per_trial=gpus_per_trial,
+        set=_parse_sets(set_))
+    for warning in spec.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    from . import search as search_mod
+
+    root = (data or data_mod.default_root()).resolve()
+    results = search_mod.run(spec, data_root=str(root), storage=storage, address=address, resume=resume,
+                             restart_errored=restart_errored, num_cpus=num_cpus, num_gpus=num_gpus)
+    path = search_mod.experiment_path(spec, storage)
+    errors = sum(1 for r in results if r.error)
+    typer.echo(f"{len(results)} trials, {errors} errored; results in {path}")
+    typer.echo(f"next: tune-norm report {path}")
+
+
+def main() -> None:
+    app(prog_name="tune-norm")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""One frozen, validated training config; built from options, YAML or a Ray dict at the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import UserError
+from .model import check_model_args
+
+TRAIN_IMAGES = 60_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The seed recipe by default: BatchNorm, batch 64, SGD lr 0.015 momentum 0.7, OneCycle, 20 epochs."""
+
+    norm: str = "batch"
+    groups: int = 4  # group count on the 16-channel layers (8-channel layers get half): the seed's GN
+    l1: float = 0.0  # loss += l1 * sum |p| over all parameters
+    l2: float = 0.0  # SGD weight_decay
+    lr: float = 0.015  # OneCycleLR max_lr (the seed's lr and max_lr)
+    momentum: float = 0.7
+    pct_start: float = 0.3  # fraction of the steps spent warming up (OneCycleLR default)
+    dropout: float = 0.03
+    batch_size: int = 64  # images per step
+    epochs: int = 20
+    seed: int = 1
+    width: int = 1  # channel multiplier; 1 is the seed's 7,704-parameter net
+    val_size: int = 5000  # images held out of the 60k training set; 0 = the seed's convention
+    subset: int = 0  # train on only this many training images (0 = all); for smoke tests
+    augment: bool = True
+    channels_last: bool = True  # CPU memory format; ignored on CUDA
+    amp: bool = False  # bfloat16 autocast on CUDA
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0 = all the CPUs this process may use
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return from_mapping({**dataclasses.asdict(self), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise UserError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise UserError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def from_mapping(values: Mapping[str, Any], *, train_images: int = TRAIN_IMAGES) -> TrainConfig:
+    """Validate a plain mapping (CLI options, YAML, a Ray trial config) into a TrainConfig."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"unknown config key {unknown[0]!r}; valid keys are: {', '.join(FIELDS)}")
+    types = {"bool": bool, "int": int, "float": float, "str": str}
+    clean = {k: _coerce(k, v, types[str(FIELDS[k].type)]) for k, v in values.items()}
+    cfg = TrainConfig(**clean)
+    check(cfg, train_images=train_images)
+    return cfg
+
+
+def check(cfg: TrainConfig, *, train_images: int = TRAIN_IMAGES) -> None:
+    """Raise a UserError naming the first value that cannot train."""
+    check_model_args(cfg.norm, cfg.groups, cfg.width)
+    positive = {"lr": cfg.lr, "epochs": cfg.epochs, "width": cfg.width}
+    for name, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{name} must be greater than 0, got {value}")
+    for name in ("l1", "l2", "momentum", "val_size", "subset", "threads"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{name} must not be negative, got {getattr(cfg, name)}")
+    if not 0 <= cfg.dropout < 1:
+        raise UserError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0 < cfg.pct_start < 1:
+        raise UserError(f"pct_start must be in (0, 1), got {cfg.pct_start}")
+    if cfg.val_size >= train_images:
+        raise UserError(f"val_size must be below the {train_images} training images, got {cfg.val_size}")
+    available = cfg.subset or train_images - cfg.val_size
+    available = min(available, train_images - cfg.val_size)
+    if not 1 <= cfg.batch_size <= available:
+        raise UserError(f"batch_size must be between 1 and the {available} training images, got {cfg.batch_size}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with safe_load; any problem is one sentence naming the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of keys to values, not a {type(data).__name__}")
+    return data

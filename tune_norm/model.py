@@ -1,0 +1,85 @@
+"""The seed's 7,704-parameter MNIST CNN, with the norm chosen from the registry."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UserError
+from .norms import GROUPED, check_groups, check_kind, make_norm
+
+BASE_CHANNELS = (8, 16)  # the seed's two widths; times `width` in wider variants
+
+
+def layer_groups(groups: int, channels: int, widest: int) -> int:
+    """Group count for a layer: ``groups`` on the widest layers, the same channels per group elsewhere.
+
+    The seed uses 4 groups on 16 channels and 2 on 8, i.e. 4 channels per group everywhere.
+    """
+    if groups < 1 or widest % groups or (groups * channels) % widest:
+        return 0
+    return groups * channels // widest
+
+
+def valid_groups(width: int = 1) -> list[int]:
+    """Group counts (on the widest layers) that split every layer of the net evenly."""
+    narrow, wide = (c * width for c in BASE_CHANNELS)
+    return [g for g in range(1, wide + 1) if layer_groups(g, narrow, wide) >= 1]
+
+
+def check_model_args(norm: str, groups: int, width: int = 1) -> None:
+    """Validate norm and groups for this net before anything is built."""
+    check_kind(norm)
+    if norm in GROUPED:
+        narrow, wide = (c * width for c in BASE_CHANNELS)
+        check_groups(norm, wide, groups)
+        if layer_groups(groups, narrow, wide) < 1:
+            raise UserError(
+                f"groups={groups} cannot keep the same channels per group on the {narrow}-channel layers; "
+                f"valid group counts for this net are {', '.join(map(str, valid_groups(width)))}"
+            )
+
+
+class Block(nn.Sequential):
+    """Conv(no bias) -> ReLU -> Norm -> Dropout, the seed's building block."""
+
+    def __init__(self, cin: int, cout: int, k: int, norm: str, groups: int, dropout: float):
+        super().__init__(
+            nn.Conv2d(cin, cout, k, bias=False),
+            nn.ReLU(),
+            make_norm(norm, cout, groups),
+            nn.Dropout(dropout),
+        )
+
+
+class Net(nn.Module):
+    """28x28 -> 26 -> 24 -> pool 12 -> 1x1 -> 10 -> 8 -> 6 -> GAP -> 1x1 block -> 1x1 -> 10 log-probs."""
+
+    def __init__(self, norm: str = "batch", groups: int = 4, dropout: float = 0.03, width: int = 1):
+        super().__init__()
+        check_model_args(norm, groups, width)
+        narrow, wide = (c * width for c in BASE_CHANNELS)
+
+        def block(cin: int, cout: int, k: int = 3) -> Block:
+            return Block(cin, cout, k, norm, layer_groups(groups, cout, wide) or 1, dropout)
+
+        self.features = nn.Sequential(
+            block(1, narrow),
+            block(narrow, wide),
+            nn.MaxPool2d(2),
+            nn.Conv2d(wide, narrow, 1, bias=False),
+            block(narrow, wide),
+            block(wide, wide),
+            block(wide, wide),
+            nn.AvgPool2d(6),
+            block(wide, wide, k=1),
+            nn.Conv2d(wide, 10, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.features(x).flatten(1), dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

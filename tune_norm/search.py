@@ -1,0 +1,334 @@
+"""Ray Tune + Optuna: the trainable, the Tuner built from a SearchSpec, resume. The only module importing Ray."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import from_mapping
+from .errors import UserError
+from .space import SearchSpec
+
+PROVENANCE = "tune_norm.json"  # written into every experiment folder
+CHECKPOINT_FILE = "state.pt"
+PARAM_COLUMNS = ("norm", "groups", "l1", "l2", "lr", "batch_size", "dropout", "seed")
+METRIC_COLUMNS = ("epoch", "val_acc", "test_acc", "train_loss", "diverged")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every trial needs besides its sampled config."""
+
+    data_root: str
+    threads: int = 1
+    epoch_timeout_s: float = 1800.0
+
+
+class TrialHung(RuntimeError):
+    """Raised inside a trial whose epoch took longer than epoch_timeout_s."""
+
+
+class Watchdog:
+    """Ends a trial whose epoch runs past the timeout: an exception in its thread, then a hard exit."""
+
+    def __init__(self, timeout_s: float, grace_s: float = 30.0):
+        self.timeout_s, self.grace_s = timeout_s, grace_s
+        self.target = threading.get_ident()
+        self.last = time.monotonic()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def stop(self) -> None:
+        self.done.set()
+
+    def _watch(self) -> None:
+        fired_at = None
+        while not self.done.wait(min(1.0, self.timeout_s / 4)):
+            idle = time.monotonic() - self.last
+            if fired_at is None and idle > self.timeout_s:
+                fired_at = time.monotonic()
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target), ctypes.py_object(TrialHung))
+            elif fired_at is not None and time.monotonic() - fired_at > self.grace_s:
+                os._exit(3)  # stuck in native code: the worker dies and Ray records the failure
+
+
+def _fault(config: dict, epoch: int, trial_dir: str) -> None:
+    """Test-only fault injection, driven by $TUNE_NORM_FAULT (JSON: kind crash|hang, epoch, once, match)."""
+    spec = os.environ.get("TUNE_NORM_FAULT")
+    if not spec:
+        return
+    fault = json.loads(spec)
+    if fault.get("epoch") != epoch or any(config.get(k) != v for k, v in fault.get("match", {}).items()):
+        return
+    marker = Path(trial_dir) / "fault-fired"
+    if fault.get("once") and marker.exists():
+        return
+    marker.write_text(str(epoch))
+    if fault["kind"] == "crash":
+        raise RuntimeError(f"injected crash after epoch {epoch}")
+    while True:  # hang: a Python loop, as a deadlocked data pipeline would
+        time.sleep(0.05)
+
+
+def flat_config(config: dict) -> dict:
+    """A trial's config as TrainConfig keys: grid cells come nested under 'cell'."""
+    merged = {**config.get("cell", {}), **{k: v for k, v in config.items() if k != "cell"}}
+    return {k: v for k, v in merged.items() if v is not None}  # None: a conditional key that does not apply
+
+
+def trainable(config: dict, settings: RunSettings) -> None:
+    """Ray Tune function trainable: one TrainConfig, one report (and checkpoint) per epoch."""
+    from ray import tune
+
+    from . import data
+    from .train import Trainer
+
+    values = flat_config(config)
+    cfg = from_mapping({**values, "threads": values.get("threads") or settings.threads})
+    mnist = data.load(settings.data_root, val_size=cfg.val_size, subset=cfg.subset)  # raw files cached per worker
+    trainer = Trainer(cfg, mnist)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            trainer.load(Path(d) / CHECKPOINT_FILE)
+    trial_dir = tune.get_context().get_trial_dir()
+    dog = Watchdog(settings.epoch_timeout_s)
+    try:
+        for metrics in trainer.epochs():
+            _fault(values, metrics["epoch"], trial_dir)
+            with tempfile.TemporaryDirectory() as d:
+                trainer.save(Path(d) / CHECKPOINT_FILE)
+                tune.report({**metrics, "device": str(trainer.device), "pid": os.getpid(),
+                             "node_ip": _node_ip()}, checkpoint=tune.Checkpoint.from_directory(d))
+            dog.beat()
+    except TrialHung:
+        raise TrialHung(f"trial hung: no epoch finished within epoch_timeout_s={settings.epoch_timeout_s:g} s") from None
+    finally:
+        dog.stop()
+
+
+def _node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+# -- building the search ---------------------------------------------------------------------------
+class DefineByRun:
+    """Optuna define-by-run space (picklable, for Ray's searcher checkpoints): conditional keys such as
+    groups are sampled only when their condition holds (norm: group)."""
+
+    def __init__(self, spec: SearchSpec):
+        self.params = spec.params
+
+    def __call__(self, trial) -> dict[str, Any]:
+        chosen: dict[str, Any] = {}
+        inactive: list[str] = []
+        for p in self.params:
+            if p.kind == "const":
+                chosen[p.name] = p.values[0]
+            elif p.when is not None and chosen.get(p.when[0]) != p.when[1]:
+                inactive.append(p.name)
+            elif p.kind == "choice":
+                chosen[p.name] = trial.suggest_categorical(p.name, list(p.values))
+            elif p.kind == "uniform":
+                chosen[p.name] = trial.suggest_float(p.name, *p.values)
+            elif p.kind == "loguniform":
+                chosen[p.name] = trial.suggest_float(p.name, *p.values, log=True)
+            else:  # randint: [low, high)
+                chosen[p.name] = trial.suggest_int(p.name, p.values[0], p.values[1] - 1)
+        # sampled keys reach Ray through Optuna; constants and inactive keys (None) come back here
+        return {**{p.name: p.values[0] for p in self.params if p.kind == "const"}, **dict.fromkeys(inactive)}
+
+
+def _search_alg(spec: SearchSpec):
+    from ray.tune.search import ConcurrencyLimiter
+
+    if spec.search.type == "grid":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.type == "optuna"
+               else optuna.samplers.RandomSampler(seed=spec.search.seed))
+    alg = OptunaSearch(space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)
+    if spec.search.max_concurrent:
+        alg = ConcurrencyLimiter(alg, max_concurrent=spec.search.max_concurrent)
+    return alg
+
+
+def _scheduler(spec: SearchSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
+                         grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+
+
+def _param_space(spec: SearchSpec) -> dict[str, Any]:
+    from ray import tune
+
+    if spec.search.type == "grid":
+        return {"cell": tune.grid_search(spec.cells())}
+    return {}
+
+
+def _trainable(spec: SearchSpec, settings: RunSettings, gpus: float):
+    from ray import tune
+
+    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": gpus}
+    return tune.with_resources(tune.with_parameters(trainable, settings=settings), resources)
+
+
+def _reporter(spec: SearchSpec):
+    from ray import tune
+
+    if spec.search.type == "grid":
+        params = {f"cell/{k}": k for k in PARAM_COLUMNS if all(k in c for c in spec.cells())}
+    else:
+        keys = {p.name for p in spec.params}
+        params = {k: k for k in PARAM_COLUMNS if k in keys}
+    return tune.CLIReporter(parameter_columns=params, metric_columns=list(METRIC_COLUMNS),
+                            max_report_frequency=30, sort_by_metric=True,
+                            max_progress_rows=40)
+
+
+def start_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, dashboard_host="127.0.0.1", include_dashboard=False,
+                 log_to_driver=True)
+
+
+def default_gpus(spec: SearchSpec) -> float:
+    """gpus_per_trial: the spec's, else a quarter GPU when Ray sees one (four small trials pack on a GPU)."""
+    import ray
+
+    if spec.resources.gpus_per_trial is not None:
+        return spec.resources.gpus_per_trial
+    return 0.25 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def experiment_path(spec: SearchSpec, storage: str | None) -> str:
+    """The experiment folder, absolute (trials run in other working directories); URIs pass through."""
+    if storage and "://" in storage:
+        return storage.rstrip("/")
+    return str(Path(storage or Path("tune_results") / spec.name).expanduser().resolve())
+
+
+def _split(path: str) -> tuple[str, str]:
+    if "://" in path:
+        head, _, name = path.rpartition("/")
+        return head, name
+    return str(Path(path).parent), Path(path).name
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: float) -> None:
+    """Record the resolved space, versions, git commit and command line in the experiment folder."""
+    import optuna
+    import ray
+    import torch
+
+    if "://" in path:
+        return  # remote storage: Ray syncs its own files; the driver log holds the rest
+    record = {
+        "spec": asdict(spec),
+        "settings": asdict(settings),
+        "gpus_per_trial": gpus,
+        "command": shlex.join(sys.argv),
+        "git_commit": _git_commit(),
+        "versions": {"tune_norm": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "ray": ray.__version__, "optuna": optuna.__version__},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    Path(path).mkdir(parents=True, exist_ok=True)
+    history = Path(path) / PROVENANCE
+    runs = json.loads(history.read_text())["runs"] if history.exists() else []
+    history.write_text(json.dumps({**record, "runs": runs + [record["command"]]}, indent=2, default=str) + "\n")
+
+
+def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address: str | None = None,
+        resume: bool = False, restart_errored: bool = False, num_cpus: int | None = None,
+        num_gpus: int | None = None, verbose: int = 1):
+    """Run (or resume) the search described by ``spec``; returns Ray's ResultGrid."""
+    path = experiment_path(spec, storage)
+    if resume and not is_experiment(path):
+        raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")
+    if not resume and is_experiment(path):
+        raise UserError(f"{path} already holds an experiment; pass --resume to continue it or choose another --storage")
+    from . import data
+
+    data.load_raw(Path(data_root))  # fail on missing or corrupt data before Ray starts
+    start_ray(address, num_cpus, num_gpus)
+    from ray import tune
+
+    gpus = default_gpus(spec)
+    settings = RunSettings(data_root=str(data_root), threads=max(1, math.floor(spec.resources.cpus_per_trial)),
+                           epoch_timeout_s=spec.epoch_timeout_s)
+    write_provenance(path, spec, settings, gpus)
+    fn = _trainable(spec, settings, gpus)
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=not restart_errored,
+                                   restart_errored=restart_errored)
+    else:
+        storage_path, name = _split(path)
+        tuner = tune.Tuner(
+            fn,
+            param_space=_param_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric, mode=spec.mode, search_alg=_search_alg(spec), scheduler=_scheduler(spec),
+                num_samples=1 if spec.search.type == "grid" else spec.num_samples, reuse_actors=True,
+                max_concurrent_trials=spec.search.max_concurrent or None,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage_path, verbose=verbose, progress_reporter=_reporter(spec),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
+            ),
+        )
+    return tuner.fit()
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def is_experiment(path: str) -> bool:
+    if "://" in path:
+        return False
+    return any(Path(path).glob("experiment_state-*.json")) or (Path(path) / "tuner.pkl").exists()
