@@ -149,6 +149,41 @@ def search(
     typer.echo(f"next: tune-norm report {path}")
 
 
+ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)
+
+
+@app.command(epilog="Example: tune-norm report tune_results/smoke --format csv --out reports/smoke")
+@friendly
+def report(
+    experiment: Optional[Path] = typer.Argument(None, help="Experiment folder (default: the newest one in ./tune_results)."),
+    format: ReportFormat = typer.Option("markdown", "--format", help="What to print: markdown tables, csv (the main table), json or latex."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots (default EXPERIMENT/report)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots (then neither checkpoints nor data are read)."),
+    data: Optional[Path] = DataOption,
+) -> None:
+    """Summarize an experiment, finished or not: best trial per group, seed statistics, comparisons, cost, plots, HTML."""
+    from . import experiment as experiment_mod
+    from . import html as html_mod
+    from . import report as report_mod
+
+    exp = experiment_mod.load(experiment or experiment_mod.newest(Path("tune_results")))
+    rep = report_mod.from_experiment(exp)
+    folder = (out or exp.path / "report").resolve()
+    report_mod.write_files(rep, folder)
+    images, notes = [], []
+    if not no_plots:
+        from . import plots
+
+        root = data or (Path(exp.data_root) if exp.data_root else None)
+        checkpoints = dict(zip(exp.trials["trial_id"], exp.trials["checkpoint"]))
+        images, notes = plots.write_all(rep, exp.epochs, checkpoints, folder, data_root=root, spec=exp.spec)
+    page = html_mod.write(rep, folder / "report.html", images, notes)
+    typer.echo(report_mod.render(rep, format.value), nl=False)
+    for note in notes:
+        typer.echo(f"warning: {note}", err=True)
+    typer.echo(f"report: {page} ({len(images)} plots; tables as md, csv, json and tex beside it)", err=True)
+
+
 def main() -> None:
     app(prog_name="tune-norm")
 

@@ -20,10 +20,9 @@ from typing import Any
 from . import __version__
 from .config import from_mapping
 from .errors import UserError
+from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config  # the on-disk format lives with its reader
 from .space import SearchSpec
 
-PROVENANCE = "tune_norm.json"  # written into every experiment folder
-CHECKPOINT_FILE = "state.pt"
 PARAM_COLUMNS = ("norm", "groups", "l1", "l2", "lr", "batch_size", "dropout", "seed")
 METRIC_COLUMNS = ("epoch", "val_acc", "test_acc", "train_loss", "diverged")
 
@@ -69,28 +68,24 @@ class Watchdog:
                 os._exit(3)  # stuck in native code: the worker dies and Ray records the failure
 
 
-def _fault(config: dict, epoch: int, trial_dir: str) -> None:
-    """Test-only fault injection, driven by $TUNE_NORM_FAULT (JSON: kind crash|hang, epoch, once, match)."""
+def _fault(config: dict, epoch: int, trial_id: str) -> None:
+    """Test-only fault injection, driven by $TUNE_NORM_FAULT: JSON with kind (crash|hang), epoch,
+    match (config values that select trials) and once_dir (fire once per trial, remembered there)."""
     spec = os.environ.get("TUNE_NORM_FAULT")
     if not spec:
         return
     fault = json.loads(spec)
     if fault.get("epoch") != epoch or any(config.get(k) != v for k, v in fault.get("match", {}).items()):
         return
-    marker = Path(trial_dir) / "fault-fired"
-    if fault.get("once") and marker.exists():
-        return
-    marker.write_text(str(epoch))
+    if fault.get("once_dir"):
+        marker = Path(fault["once_dir"]) / f"fault-fired-{trial_id}"
+        if marker.exists():
+            return
+        marker.write_text(str(epoch))
     if fault["kind"] == "crash":
         raise RuntimeError(f"injected crash after epoch {epoch}")
     while True:  # hang: a Python loop, as a deadlocked data pipeline would
         time.sleep(0.05)
-
-
-def flat_config(config: dict) -> dict:
-    """A trial's config as TrainConfig keys: grid cells come nested under 'cell'."""
-    merged = {**config.get("cell", {}), **{k: v for k, v in config.items() if k != "cell"}}
-    return {k: v for k, v in merged.items() if v is not None}  # None: a conditional key that does not apply
 
 
 def trainable(config: dict, settings: RunSettings) -> None:
@@ -108,15 +103,15 @@ def trainable(config: dict, settings: RunSettings) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d:
             trainer.load(Path(d) / CHECKPOINT_FILE)
-    trial_dir = tune.get_context().get_trial_dir()
+    trial_id = tune.get_context().get_trial_id()
+    where = _placement(trainer)
     dog = Watchdog(settings.epoch_timeout_s)
     try:
         for metrics in trainer.epochs():
-            _fault(values, metrics["epoch"], trial_dir)
+            _fault(values, metrics["epoch"], trial_id)
             with tempfile.TemporaryDirectory() as d:
                 trainer.save(Path(d) / CHECKPOINT_FILE)
-                tune.report({**metrics, "device": str(trainer.device), "pid": os.getpid(),
-                             "node_ip": _node_ip()}, checkpoint=tune.Checkpoint.from_directory(d))
+                tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
             dog.beat()
     except TrialHung:
         raise TrialHung(f"trial hung: no epoch finished within epoch_timeout_s={settings.epoch_timeout_s:g} s") from None
@@ -124,10 +119,14 @@ def trainable(config: dict, settings: RunSettings) -> None:
         dog.stop()
 
 
-def _node_ip() -> str:
+def _placement(trainer) -> dict[str, Any]:
+    """Where a trial runs: node, process, device and the GPU ids Ray gave it (for packing checks)."""
     import ray
 
-    return ray.util.get_node_ip_address()
+    ctx = ray.get_runtime_context()
+    return {"device": str(trainer.device), "pid": os.getpid(), "node_ip": ray.util.get_node_ip_address(),
+            "node_id": ctx.get_node_id(), "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
+            "threads": trainer.threads}
 
 
 # -- building the search ---------------------------------------------------------------------------

@@ -89,8 +89,9 @@ class SearchSpec:
         """For a grid: every row x seed as a full config mapping (constants under the row)."""
         if self.search.type != "grid":
             return []
-        seeds = self.seeds or (self.constants.get("seed", TrainConfig.seed),)
-        return [{**self.constants, **row, "seed": s} for row in self.grid for s in seeds]
+        if not self.seeds:
+            return [{**self.constants, **row} for row in self.grid]
+        return [{**self.constants, **row, "seed": s} for row in self.grid for s in self.seeds]
 
     def with_overrides(self, **changes: Any) -> "SearchSpec":
         """Apply CLI overrides (num_samples=..., scheduler__grace_period=..., set={key: value}) and re-check."""
@@ -186,7 +187,8 @@ def parse(data: dict, source: str = "<search space>") -> SearchSpec:
     space = data.get("space") or {}
     if not isinstance(space, dict):
         raise r.fail("space", f"expected a mapping of config keys, got {space!r}")
-    params = tuple(_param(r, str(k), v) for k, v in space.items())
+    # conditional keys after the keys they depend on, so define-by-run sampling can see the condition
+    params = tuple(sorted((_param(r, str(k), v) for k, v in space.items()), key=lambda p: p.when is not None))
     sched = r.mapping("scheduler", data.get("scheduler"), tuple(Scheduler.__dataclass_fields__))
     search = r.mapping("search", data.get("search"), tuple(Searcher.__dataclass_fields__))
     res = r.mapping("resources", data.get("resources"), tuple(Resources.__dataclass_fields__))
@@ -243,21 +245,19 @@ def check_spec(spec: SearchSpec) -> SearchSpec:
     r.number("search.max_concurrent", spec.search.max_concurrent, int, 0)
     r.number("resources.cpus_per_trial", spec.resources.cpus_per_trial, float, 0, low_open=True)
     if spec.resources.gpus_per_trial is not None:
-        r.number("resources.gpus_per_trial", spec.resources.gpus_per_trial, float, 0, high=1)
-        g = spec.resources.gpus_per_trial
-        if g > 1 or (g < 0):
-            raise r.fail("resources.gpus_per_trial", f"expected a GPU fraction in (0, 1] or 0 for none, got {g}")
-    names = [p.name for p in spec.params]
+        r.number("resources.gpus_per_trial", spec.resources.gpus_per_trial, float, 0, high=1, low_open=True)
     for p in spec.params:
         if p.when is not None:
             other = next((q for q in spec.params if q.name == p.when[0]), None)
             if other is None or p.when[1] not in other.values:
                 raise r.fail(f"space.{p.name}.when", f"{p.when[0]} can never be {p.when[1]!r} in this space")
-            if names.index(other.name) > names.index(p.name):
-                raise r.fail(f"space.{p.name}.when", f"{p.when[0]} must come before {p.name} in the space")
+            if other.when is not None:
+                raise r.fail(f"space.{p.name}.when", f"{p.when[0]} is itself conditional; conditions do not nest")
     if spec.search.type == "grid":
         if not spec.grid:
             raise r.fail("grid", "a grid search needs a non-empty list of configs")
+        if spec.seeds and any("seed" in row for row in spec.grid):
+            raise r.fail("seeds", "give seeds either in the grid rows or as seeds:, not both")
         if any(p.kind != "const" for p in spec.params):
             raise r.fail("space", "a grid search takes constants only in space; list the variations under grid")
         for i, cell in enumerate(spec.cells()):
@@ -280,9 +280,9 @@ def check_spec(spec: SearchSpec) -> SearchSpec:
             raise r.fail("scheduler.grace_period",
                          f"grace period {spec.scheduler.grace_period} is longer than the {spec.max_epochs} epochs (max_t)")
         l1 = next((p for p in spec.params if p.name == "l1"), None)
-        if l1 is not None and max(l1.candidates()) > 0 and spec.scheduler.grace_period < spec.max_epochs / 2:
+        if l1 is not None and max(l1.candidates()) > 0 and spec.scheduler.grace_period < spec.max_epochs / 4:
             warnings.append(
-                f"ASHA's grace period ({spec.scheduler.grace_period} epochs) is under half of max_t "
+                f"ASHA's grace period ({spec.scheduler.grace_period} epochs) is under a quarter of max_t "
                 f"({spec.max_epochs}); L1 runs peak late and may be stopped early")
     return replace(spec, warnings=tuple(warnings))
 

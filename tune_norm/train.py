@@ -18,6 +18,7 @@ from .model import Net
 
 EVAL_BATCH = 1000  # images per evaluation step
 DIVERGED_LOSS = 1e9  # the finite stand-in for a non-finite loss, so schedulers and searchers can rank it
+EXPLODED_LOSS = 1e3  # an epoch's mean train loss above this has blown up (chance level is ln 10 = 2.3)
 
 
 def pick_device(name: str) -> torch.device:
@@ -49,8 +50,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: MNIST):
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        self.threads = cfg.threads or cpu_budget()
         if self.device.type == "cpu":
-            torch.set_num_threads(cfg.threads or cpu_budget())
+            torch.set_num_threads(self.threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width).to(self.device)
@@ -127,7 +129,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         metrics: dict[str, Any] = self.train_epoch()
         self.epoch += 1
-        if not math.isfinite(metrics["train_loss"]):
+        if not math.isfinite(metrics["train_loss"]) or metrics["train_loss"] > EXPLODED_LOSS:
             self.diverged = True
             metrics = {"train_loss": DIVERGED_LOSS, "train_acc": 0.0, "val_loss": DIVERGED_LOSS, "val_acc": 0.0,
                        "test_loss": DIVERGED_LOSS, "test_acc": 0.0}
@@ -137,7 +139,7 @@ class Trainer:
             if "val_acc" not in metrics:  # seed convention (val_size 0): no validation split
                 metrics.update(val_loss=float("nan"), val_acc=float("nan"))
         seconds = time.perf_counter() - started
-        metrics.update(epoch=self.epoch, lr=lr, epoch_seconds=seconds,
+        metrics.update(epoch=self.epoch, lr=lr, epoch_seconds=seconds, wall_time=time.time(),
                        images_per_s=len(self.train_set) / seconds, diverged=self.diverged)
         metrics.update(self._best(metrics))
         self.history.append(metrics)

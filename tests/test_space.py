@@ -1,0 +1,127 @@
+"""Search-space files: every shipped one validates; each bad one gets its message, exit code 2, nothing written."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tune_norm import space
+from tune_norm.cli import app
+from tune_norm.errors import UserError
+
+from conftest import ROOT, run_cli
+
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_shipped_space_validates(path):
+    spec = space.load(path)
+    assert spec.name == path.stem
+    assert spec.metric and spec.max_epochs >= 1
+    if spec.search.type == "grid":
+        assert spec.cells()
+
+
+def test_seed_space_is_the_seven_seed_runs():
+    spec = space.load(ROOT / "search_spaces" / "seed.yaml")
+    rows = {(r["norm"], r.get("l1", 0), r.get("l2", 0)) for r in spec.grid}
+    assert rows == {("layer", 0, 0), ("group", 0, 0), ("batch", 0, 0), ("batch", 0.001, 0), ("group", 0.001, 0),
+                    ("layer", 0, 0.001), ("batch", 0.001, 0.001)}
+    assert spec.scheduler.type == "fifo" and spec.constants["val_size"] == 0 and len(spec.seeds) >= 3
+    assert len(spec.cells()) == 7 * len(spec.seeds)
+
+
+def test_full_space_searches_every_axis_with_conditional_groups():
+    spec = space.load(ROOT / "search_spaces" / "full.yaml")
+    searched = {p.name for p in spec.params if p.kind != "const"}
+    assert searched >= {"norm", "groups", "l1", "l2", "lr", "dropout", "batch_size"}
+    assert next(p for p in spec.params if p.name == "groups").when == ("norm", "group")
+    assert (spec.scheduler.type, spec.search.type, spec.metric) == ("asha", "optuna", "val_acc")
+
+
+BAD = [
+    ("malformed", "space: {norm: [batch\n", "is not valid YAML at line"),
+    ("unknown top key", {"colour": 1}, "colour: unknown key; expected one of name"),
+    ("unknown space key", {"space": {"momentumm": 0.9}}, "space.momentumm: unknown config key"),
+    ("wrong distribution", {"space": {"lr": {"normal": [0, 1]}}}, "space.lr.normal: unknown key; expected one of choice"),
+    ("unknown norm", {"space": {"norm": {"choice": ["batch", "group", "weird"]}}}, "space.norm: unknown norm 'weird'"),
+    ("zero lr", {"space": {"lr": 0}}, "lr must be greater than 0, got 0"),
+    ("negative lr range", {"space": {"lr": {"uniform": [-0.1, 0.1]}}}, "lr must be greater than 0"),
+    ("log of zero", {"space": {"lr": {"loguniform": [0, 0.1]}}}, "expected low > 0 for a log scale"),
+    ("negative l1", {"space": {"l1": {"choice": [0, -0.001]}}}, "l1 must not be negative"),
+    ("negative l2", {"space": {"l2": -1}}, "l2 must not be negative"),
+    ("bad groups", {"space": {"groups": {"choice": [3], "when": {"norm": "group"}}}}, "groups=3 does not divide 16"),
+    ("batch 0", {"space": {"batch_size": 0}}, "batch_size must be between 1 and"),
+    ("batch too big", {"space": {"batch_size": {"choice": [64, 99999]}}}, "batch_size must be between 1 and the 2000"),
+    ("gpu fraction", {"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial: expected a number <= 1"),
+    ("gpu zero", {"resources": {"gpus_per_trial": 0}}, "resources.gpus_per_trial: expected a number > 0"),
+    ("grace > max_t", {"scheduler": {"type": "asha", "grace_period": 5}}, "grace period 5 is longer than the 2 epochs"),
+    ("num_samples", {"num_samples": 0}, "num_samples: expected a number >= 1"),
+    ("bad metric", {"metric": "accuracy"}, "metric: expected one of val_acc"),
+    ("bad condition", {"space": {"groups": {"choice": [2], "when": {"norm": "instance"}}}}, "norm can never be 'instance'"),
+    ("list ambiguity", {"space": {"lr": [0.1, 0.2]}}, "a list is ambiguous"),
+    ("python tag", "space: !!python/object/apply:os.system ['echo hi']\n", "is not valid YAML"),
+]
+
+
+def _bad_file(tmp_path: Path, content) -> Path:
+    path = tmp_path / "bad.yaml"
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        data = yaml.safe_load((ROOT / "search_spaces" / "smoke.yaml").read_text())
+        for key, value in content.items():
+            data[key] = {**data[key], **value} if key == "space" else value
+        path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("label, content, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_space_is_refused_before_anything_runs(tmp_path, label, content, message):
+    path = _bad_file(tmp_path, content)
+    with pytest.raises(UserError, match="bad.yaml"):
+        space.load(path)
+    storage = tmp_path / "exp"
+    result = CliRunner().invoke(app, ["search", str(path), "--storage", str(storage)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {path}") and message in result.output, result.output
+    assert result.output.count("\n") == 1, result.output  # one sentence
+    assert not storage.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gpus-per-trial", "0"], "gpus_per_trial: expected a number > 0"),
+    (["--gpus-per-trial", "2"], "expected a number <= 1"),
+    (["--num-samples", "0"], "num_samples: expected a number >= 1"),
+    (["--grace-period", "9"], "grace period 9 is longer than the 2 epochs"),
+    (["--set", "lr=-1"], "lr must be greater than 0"),
+    (["--set", "nonsense=1"], "unknown config key 'nonsense'"),
+])
+def test_bad_cli_overrides_are_refused(tmp_path, args, message):
+    storage = tmp_path / "exp"
+    result = CliRunner().invoke(app, ["search", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage", str(storage), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not storage.exists()
+
+
+def test_missing_or_corrupt_data_is_refused_before_ray_starts(tmp_path):
+    storage = tmp_path / "exp"
+    res = run_cli("search", ROOT / "search_spaces" / "smoke.yaml", "--storage", storage, "--data", tmp_path / "nodata")
+    assert res.returncode == 2 and "does not exist" in res.stderr and not storage.exists()
+    raw = tmp_path / "bad" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\0" * 100)
+    res = run_cli("search", ROOT / "search_spaces" / "smoke.yaml", "--storage", storage, "--data", tmp_path / "bad")
+    assert res.returncode == 2 and "fails its checksum" in res.stderr and not storage.exists()
+    assert "Traceback" not in res.stderr
+
+
+def test_resume_of_a_folder_that_is_no_experiment(tmp_path):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["search", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage",
+                                      str(tmp_path / "exp"), "--resume"])
+    assert result.exit_code == 2 and "is not a tune-norm experiment" in result.output
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["keep.txt"]
