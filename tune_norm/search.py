@@ -262,8 +262,6 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
     import ray
     import torch
 
-    if "://" in path:
-        return  # remote storage: Ray syncs its own files; the driver log holds the rest
     record = {
         "spec": asdict(spec),
         "settings": asdict(settings),
@@ -274,10 +272,17 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
                      "ray": ray.__version__, "optuna": optuna.__version__},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    Path(path).mkdir(parents=True, exist_ok=True)
-    history = Path(path) / PROVENANCE
-    runs = json.loads(history.read_text())["runs"] if history.exists() else []
-    history.write_text(json.dumps({**record, "runs": runs + [record["command"]]}, indent=2, default=str) + "\n")
+    import pyarrow.fs  # local folders and s3:// alike (pyarrow comes with ray[tune])
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else str(Path(path).resolve()))
+    history = f"{root}/{PROVENANCE}"
+    fs.create_dir(root, recursive=True)
+    runs = []
+    if fs.get_file_info(history).type == pyarrow.fs.FileType.File:
+        with fs.open_input_stream(history) as f:
+            runs = json.loads(f.read())["runs"]
+    with fs.open_output_stream(history) as f:
+        f.write((json.dumps({**record, "runs": runs + [record["command"]]}, indent=2, default=str) + "\n").encode())
 
 
 def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address: str | None = None,
@@ -311,7 +316,8 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
             tune_config=tune.TuneConfig(
                 metric=spec.metric, mode=spec.mode, search_alg=_search_alg(spec), scheduler=_scheduler(spec),
                 num_samples=1 if spec.search.type == "grid" else spec.num_samples, reuse_actors=True,
-                max_concurrent_trials=spec.search.max_concurrent or None,
+                # a searcher gets a ConcurrencyLimiter above; a grid is limited here
+                max_concurrent_trials=(spec.search.max_concurrent or None) if spec.search.type == "grid" else None,
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
@@ -329,5 +335,9 @@ def _trial_dirname(trial) -> str:
 
 def is_experiment(path: str) -> bool:
     if "://" in path:
-        return False
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(path)
+        names = [Path(i.path).name for i in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))]
+        return "tuner.pkl" in names or any(n.startswith("experiment_state-") and n.endswith(".json") for n in names)
     return any(Path(path).glob("experiment_state-*.json")) or (Path(path) / "tuner.pkl").exists()
