@@ -1,0 +1,389 @@
+"""The report: pure functions on hand-made frames, a hand-made experiment folder, the CLI, and one real run."""
+
+from __future__ import annotations
+
+import json
+import math
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT, run_cli
+from tune_norm import experiment, report
+from tune_norm.cli import app
+
+NAN = float("nan")
+
+
+# -- hand-made frames ----------------------------------------------------------------------------------
+def trial(tid: str, norm: str = "batch", *, status: str = "TERMINATED", **config) -> dict:
+    return {"trial_id": tid, "status": status, "norm": norm, "epochs": 3, **config}
+
+
+def curve(tid: str, val, test, *, train=None, test_loss=None, diverged_at: int | None = None,
+          seconds: float = 2.0) -> list[dict]:
+    """Per-epoch rows of one trial; time_total_s grows by ``seconds`` an epoch."""
+    train = train or [50.0 + 10 * i for i in range(len(test))]
+    test_loss = test_loss or [1.0 / (i + 1) for i in range(len(test))]
+    return [{"trial_id": tid, "epoch": i + 1, "val_acc": v, "test_acc": t, "train_acc": a, "test_loss": loss,
+             "val_loss": loss, "diverged": diverged_at is not None and i + 1 >= diverged_at,
+             "time_total_s": seconds * (i + 1)}
+            for i, (v, t, a, loss) in enumerate(zip(val, test, train, test_loss))]
+
+
+def frames(trials: list[dict], *curves: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.DataFrame(trials), pd.DataFrame([row for c in curves for row in c])
+
+
+def seeds(prefix: str, norm: str, honest: list[float], **config) -> tuple[list[dict], list[list[dict]]]:
+    """One finished trial per seed whose test accuracy at its best-validation epoch is ``honest[i]``."""
+    trials, curves = [], []
+    for i, h in enumerate(honest):
+        tid = f"{prefix}{i}"
+        trials.append(trial(tid, norm, seed=i + 1, **config))
+        curves.append(curve(tid, val=[90.0, 95.0 + i / 10, 94.0], test=[89.0, h, h + 0.5]))
+    return trials, curves
+
+
+# -- groups --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm, l1, l2, label", [
+    ("layer", 0, 0, "LayerNorm"), ("group", 0, 0, "GroupNorm"), ("batch", 0, 0, "BatchNorm"),
+    ("batch", 0.001, 0, "BatchNorm + L1"), ("group", 0.001, 0, "GroupNorm + L1"), ("layer", 0, 0.001, "LayerNorm + L2"),
+    ("batch", 0.001, 0.001, "BatchNorm + L1 + L2"),
+])
+def test_group_labels_follow_the_seed(norm, l1, l2, label):
+    assert report.group_label(norm, l1, l2) == label
+
+
+def test_batch_size_joins_the_label_only_where_the_experiment_varies_it():
+    same = report.add_groups(pd.DataFrame([trial("a", batch_size=64), trial("b", "group", l1=1e-4, batch_size=64)]))
+    assert list(same["group"]) == ["BatchNorm", "GroupNorm + L1"]
+    assert list(same["stratum"]) == ["no regularization", "L1"]
+    varied = report.add_groups(pd.DataFrame([trial("a", batch_size=8), trial("b", "group", l1=1e-4, batch_size=128)]))
+    assert list(varied["group"]) == ["BatchNorm, batch 8", "GroupNorm + L1, batch 128"]
+    assert list(varied["stratum"]) == ["batch 8", "L1, batch 128"]
+
+
+# -- the table -----------------------------------------------------------------------------------------
+def test_the_row_takes_seed_columns_and_honest_columns_from_the_best_trial():
+    trials, epochs = frames(
+        [trial("a", l2=0.001), trial("b", l2=0.001, lr=0.05)],
+        # validation picks epoch 2 (test 93); the test set's own best is epoch 3 (96): the seed's convention
+        curve("a", val=[90, 95, 94], test=[91, 93, 96], train=[80, 85, 88], test_loss=[0.3, 0.2, 0.25]),
+        curve("b", val=[90, 91, 92], test=[97, 97, 97]),
+    )
+    table = report.best_table(report.summarize_trials(trials, epochs))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["group"] == "BatchNorm + L2" and row["trial_id"] == "a" and row["trials"] == 2
+    assert row["train_acc_last"] == 88 and row["best_test_acc"] == 96 and row["best_test_loss"] == 0.2
+    assert row["l1"] == 0 and row["l2"] == 0.001
+    assert row["best_val_acc"] == 95 and row[report.HONEST] == 93 and row["best_val_epoch"] == 2
+    assert row["epochs_run"] == 3 and row["epochs"] == 3 and row["seeds"] == 1 and math.isnan(row["std"])
+    labels = [label for label, _ in report.table_columns(report.HONEST)]
+    for label in ("seed: best train acc", "seed: best test acc", "seed: best test loss", "L1", "L2", "Val acc",
+                  "Test acc @ val epoch", "Epochs run", "Trial", "Seeds", "95% CI"):
+        assert label in labels
+
+
+def test_rows_are_sorted_best_first_and_every_group_appears():
+    t1, c1 = seeds("bn", "batch", [99.0])
+    t2, c2 = seeds("ln", "layer", [98.0])
+    t2[0]["seed"] = 1
+    c2[0] = curve("ln0", val=[97, 98, 99], test=[97, 98, 98.5])  # best validation of all
+    t3, c3 = seeds("gn", "group", [97.0], l1=1e-4)
+    table = report.best_table(report.summarize_trials(*frames(t1 + t2 + t3, *c1, *c2, *c3)))
+    assert list(table["group"]) == ["LayerNorm", "BatchNorm", "GroupNorm + L1"]
+
+
+def test_several_seeds_give_mean_std_and_a_t_interval():
+    trials, curves = seeds("gn", "group", [97.0, 98.0, 99.0])
+    # an errored seed is listed but is not a seed of the statistics
+    trials.append(trial("gnx", "group", seed=9, status="ERROR"))
+    curves.append(curve("gnx", val=[99.9], test=[50.0]))
+    row = report.best_table(report.summarize_trials(*frames(trials, *curves))).iloc[0]
+    assert row["trials"] == 4 and row["errored"] == 1 and row["seeds"] == 3
+    assert row["mean"] == pytest.approx(98.0) and row["std"] == pytest.approx(1.0)
+    half = 4.302653 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((98 - half, 98 + half), abs=1e-5)
+    shown = report.display(pd.DataFrame([row]), report.table_columns(report.HONEST)).iloc[0]
+    assert shown["test @ val epoch: mean ± std"] == "98.00 ± 1.00" and shown["95% CI"] == "[95.52, 100.48]"
+
+
+def test_the_best_setup_is_chosen_by_its_mean_over_seeds():
+    good, good_c = seeds("g", "batch", [99.0, 99.0, 99.0], lr=0.01)
+    lucky, lucky_c = seeds("l", "batch", [98.0, 90.0], lr=0.05)
+    lucky_c[0] = curve("l0", val=[90, 99.9, 94], test=[89, 98.0, 98.5])  # one lucky seed, a poor mean
+    lucky_c[1] = curve("l1", val=[80, 81, 82], test=[79, 80, 81])
+    table = report.best_table(report.summarize_trials(*frames(good + lucky, *good_c, *lucky_c)))
+    assert table.iloc[0]["trial_id"].startswith("g") and table.iloc[0]["seeds"] == 3
+
+
+# -- comparisons ---------------------------------------------------------------------------------------
+def test_norms_are_compared_within_the_same_regularization():
+    bn, bn_c = seeds("bn", "batch", [99.5, 99.6, 99.55, 99.52, 99.58])
+    gn, gn_c = seeds("gn", "group", [99.0, 99.1, 99.05, 99.02, 99.08])
+    ln, ln_c = seeds("ln", "layer", [98.9])
+    bl1, bl1_c = seeds("bl", "batch", [99.4, 99.3], l1=1e-3)
+    gl1, gl1_c = seeds("gl", "group", [99.35, 99.45], l1=1e-3)
+    summary = report.summarize_trials(*frames(bn + gn + ln + bl1 + gl1, *bn_c, *gn_c, *ln_c, *bl1_c, *gl1_c))
+    comp = report.comparisons(summary)
+    pairs = list(zip(comp["stratum"], comp["a"], comp["b"]))
+    assert pairs == [("no regularization", "BatchNorm", "GroupNorm"), ("no regularization", "BatchNorm", "LayerNorm"),
+                     ("no regularization", "GroupNorm", "LayerNorm"), ("L1", "BatchNorm + L1", "GroupNorm + L1")]
+    verdicts = list(comp["verdict"])
+    assert verdicts[0] == "BatchNorm > GroupNorm: significant, p < 0.001, 5 vs 5 seeds"
+    assert verdicts[1] == "BatchNorm vs LayerNorm: not testable (1 seed), 5 vs 1 seeds"
+    assert verdicts[3].startswith("GroupNorm + L1 > BatchNorm + L1: not significant, p = 0.")
+    assert verdicts[3].endswith("2 vs 2 seeds")
+
+
+# -- divergence and cost -------------------------------------------------------------------------------
+def test_diverged_trials_appear_and_are_counted():
+    trials, epochs = frames(
+        [trial("ok"), trial("boom", lr=10.0)],
+        curve("ok", val=[95, 97, 98], test=[95, 97, 98]),
+        curve("boom", val=[40, 0], test=[41, 0], test_loss=[2.0, 1e9], diverged_at=2),
+    )
+    summary = report.summarize_trials(trials, epochs)
+    boom = summary.set_index("trial_id").loc["boom"]
+    assert boom["diverged"] and boom["epochs_run"] == 2 and not boom["stopped_early"] and boom["best_test_loss"] == 2.0
+    row = report.best_table(summary).iloc[0]
+    assert row["trial_id"] == "ok" and row["trials"] == 2 and row["diverged"] == 1
+    costs = report.cost(summary).set_index("group")
+    assert costs.loc["BatchNorm", "diverged"] == 1 and costs.loc["BatchNorm", "epochs_saved"] == 0
+    rep = report.build(trials, epochs)
+    assert any("1 trial diverged" in n for n in rep.notes)
+    assert "yes" in list(report.display(rep.trials, report.trial_columns(rep.trials))["Diverged"])
+
+
+def test_cost_counts_seconds_and_the_epochs_asha_saved():
+    trials, epochs = frames(
+        [trial("full", epochs=4), trial("early1", epochs=4), trial("early2", "group", epochs=4),
+         trial("crashed", "group", epochs=4, status="ERROR"), trial("waiting", "group", epochs=4, status="PENDING")],
+        curve("full", val=[1, 2, 3, 4], test=[1, 2, 3, 4], seconds=3.0),
+        curve("early1", val=[1], test=[1], seconds=3.0),
+        curve("early2", val=[1, 2], test=[1, 2], seconds=5.0),
+        curve("crashed", val=[1], test=[1], seconds=5.0),
+    )
+    summary = report.summarize_trials(trials, epochs)
+    assert list(summary["stopped_early"]) == [False, True, True, False, False]
+    costs = report.cost(summary, cpus=2.0, gpus=0.25).set_index("group")
+    bn, gn, total = costs.loc["BatchNorm"], costs.loc["GroupNorm"], costs.loc["All groups"]
+    assert (bn["trials"], bn["epochs_run"], bn["epochs_full"], bn["epochs_saved"]) == (2, 5, 8, 3)
+    assert bn["wall_s"] == 15.0 and bn["cpu_s"] == 30.0 and bn["gpu_s"] == 3.75
+    assert bn["saved_s"] == pytest.approx(3 * 15.0 / 5)  # epochs saved x the group's seconds per epoch
+    # the errored and the pending trial are no saving: only finished trials stopped early count
+    assert (gn["trials"], gn["epochs_run"], gn["epochs_full"], gn["epochs_saved"], gn["errored"]) == (3, 3, 12, 2, 1)
+    assert (total["trials"], total["epochs_saved"], total["wall_s"]) == (5, 5, 30.0)
+    assert list(costs.index) == ["BatchNorm", "GroupNorm", "All groups"]
+
+
+def test_without_a_validation_split_the_seed_convention_is_compared():
+    trials, curves = seeds("bn", "batch", [99.0, 99.2], val_size=0)
+    for c in curves:
+        for row in c:
+            row["val_acc"] = row["val_loss"] = NAN
+    rep = report.build(*frames(trials, *curves), metric="train_loss", mode="min")
+    assert rep.value == report.SEED_SCORE
+    row = rep.table.iloc[0]
+    assert math.isnan(row[report.HONEST]) and row["mean"] == pytest.approx((99.5 + 99.7) / 2)
+    assert any("no validation split" in n for n in rep.notes)
+
+
+def test_trials_without_results_are_not_ranked():
+    trials, epochs = frames([trial("a"), trial("b", "group", status="PENDING")], curve("a", val=[90], test=[91]))
+    rep = report.build(trials, epochs)
+    assert list(rep.table["group"]) == ["BatchNorm"] and len(rep.trials) == 2
+    empty = report.build(pd.DataFrame([trial("p", status="PENDING")]), pd.DataFrame(columns=["trial_id", "epoch"]))
+    assert empty.table.empty and any("no trial has reported" in m for m in empty.missing)
+    assert "(none)" in report.render(empty)
+
+
+# -- formats -------------------------------------------------------------------------------------------
+def _report() -> report.Report:
+    bn, bn_c = seeds("bn_", "batch", [99.5, 99.6, 99.55])
+    gn, gn_c = seeds("gn_", "group", [99.0, 99.1, 99.05])
+    return report.build(*frames(bn + gn, *bn_c, *gn_c), title="demo_1", facts=[("Folder", "/x")],
+                        missing=["trial z errored: boom"])
+
+
+def test_markdown_is_the_default_and_holds_every_section():
+    text = report.render(_report())
+    for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "seed: best test acc",
+                 "BatchNorm > GroupNorm: significant", "trial z errored: boom", "| BatchNorm |", "| GroupNorm |"):
+        assert part in text
+
+
+def test_csv_json_and_latex_carry_the_same_table():
+    rep = _report()
+    table = pd.read_csv(StringIO(report.render(rep, "csv")))
+    assert list(table["group"]) == ["BatchNorm", "GroupNorm"] and "test_acc_at_best_val" in table
+    data = json.loads(report.render(rep, "json"))
+    assert [r["group"] for r in data["table"]] == ["BatchNorm", "GroupNorm"]
+    assert data["comparisons"][0]["verdict"].startswith("BatchNorm > GroupNorm") and len(data["trials"]) == 6
+    tex = report.render(rep, "latex")
+    assert r"\begin{tabular}" in tex and r"demo\_1" in tex and r"95\% CI" in tex and r"$\pm$" in tex
+    assert r"BatchNorm $>$ GroupNorm" in tex
+
+
+def test_write_files_puts_every_format_in_the_folder(tmp_path):
+    paths = report.write_files(_report(), tmp_path / "out")
+    assert sorted(p.name for p in paths) == ["comparisons.csv", "cost.csv", "report.json", "report.md", "report.tex",
+                                             "table.csv", "trials.csv"]
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+# -- an experiment folder on disk, written by hand ----------------------------------------------------
+def fake_experiment(path: Path, *, name: str = "fake") -> Path:
+    """A search as it looks while running: one finished trial (grid cell), one running with half a line
+    written, one errored, one pending without a folder."""
+    path.mkdir(parents=True)
+    spec = {"name": name, "metric": "val_acc", "mode": "max", "num_samples": 5, "search": {"type": "optuna"},
+            "scheduler": {"type": "asha"}, "resources": {"cpus_per_trial": 2}, "params": []}
+    provenance = {"spec": spec, "gpus_per_trial": 0.5, "command": "tune-norm search x",
+                  "settings": {"data_root": "/nowhere"}}
+    (path / "tune_norm.json").write_text(json.dumps(provenance))
+    trials = [("t1", "TERMINATED", {"cell": {"norm": "batch", "epochs": 2, "seed": 1}}),
+              ("t2", "RUNNING", {"norm": "group", "epochs": 2, "groups": 2, "l1": None}),
+              ("t3", "ERROR", {"norm": "layer", "epochs": 2}),
+              ("t4", "PENDING", {"norm": "layer", "epochs": 2, "l2": 0.001})]
+    state = {"trial_data": [[json.dumps({"trial_id": t, "status": s, "config": c,
+                                         "relative_logdir": f"trial_{t}" if t != "t4" else None}),
+                             json.dumps({"num_failures": int(s == "ERROR")})] for t, s, c in trials],
+             "runner_data": {}}
+    (path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    for tid, _, config in trials[:3]:
+        d = path / f"trial_{tid}"
+        d.mkdir()
+        rows = curve(tid, val=[90, 95], test=[91, 94]) if tid == "t1" else curve(tid, val=[80], test=[81])
+        lines = [json.dumps({**r, "config": config, "timestamp": 100 + 10 * r["epoch"], "time_this_iter_s": 5.0})
+                 for r in rows]
+        if tid == "t2":
+            lines.append('{"epoch": 2, "val_acc"')  # the line being written when we read
+        (d / "result.json").write_text("\n".join(lines) + "\n")
+        (d / "checkpoint_000000").mkdir()
+        if tid == "t3":
+            (d / "error.txt").write_text("Failure # 1\nTraceback ...\n\x1b[36mRuntimeError: injected crash\x1b[0m\n")
+        else:
+            (d / "checkpoint_000000" / "state.pt").write_bytes(b"not read without plots")
+    return path
+
+
+def test_a_running_experiment_is_read_and_what_is_missing_is_said(tmp_path):
+    exp = experiment.load(fake_experiment(tmp_path / "exp"))
+    assert list(exp.trials["trial_id"]) == ["t1", "t2", "t3", "t4"]
+    t = exp.trials.set_index("trial_id")
+    assert t.loc["t1", "norm"] == "batch" and t.loc["t1", "lr"] == 0.015  # grid cell flattened, defaults filled
+    assert t.loc["t2", "groups"] == 2 and t.loc["t2", "l1"] == 0.0 and t.loc["t4", "l2"] == 0.001
+    assert t.loc["t3", "error"] == "RuntimeError: injected crash" and t.loc["t3", "checkpoint"] == ""
+    assert list(exp.epochs.groupby("trial_id").size()) == [2, 1, 1]  # the half-written line is skipped
+    assert exp.resources == (2.0, 0.5) and exp.planned == 5
+    text = " | ".join(exp.missing)
+    for part in ("4 of 5 planned trials exist", "1 trial with no results yet: t4",
+                 "trial t2 is still running or was interrupted (epoch 1 of 2)",
+                 "trial t3 errored: RuntimeError: injected crash", "1 trial with results but no checkpoint: t3"):
+        assert part in text
+    rep = report.from_experiment(exp)
+    assert dict(rep.facts)["Trials"] == "4 of 5 planned (1 terminated, 1 running, 1 error, 1 pending)"
+    assert rep.cost.set_index("group").loc["All groups", "cpu_s"] == pytest.approx(2 * (4 + 2 + 2))
+
+
+def test_report_command_on_a_running_experiment(tmp_path):
+    exp = fake_experiment(tmp_path / "exp")
+    result = CliRunner().invoke(app, ["report", str(exp), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "| BatchNorm |" in result.stdout and "## Missing" in result.stdout and "trial t3 errored" in result.stdout
+    html = (exp / "report" / "report.html").read_text()
+    assert "<table>" in html and "BatchNorm" in html and "injected crash" in html
+    out = tmp_path / "elsewhere"
+    result = CliRunner().invoke(app, ["report", str(exp), "--no-plots", "--format", "csv", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(StringIO(result.stdout))["trial_id"].tolist() == ["t1", "t2", "t3"]
+    assert (out / "report.html").stat().st_size > 0 and (out / "table.csv").exists()
+
+
+def test_plots_without_data_are_skipped_with_a_note(tmp_path):
+    exp = fake_experiment(tmp_path / "exp")
+    result = CliRunner().invoke(app, ["report", str(exp), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["table"][0]["group"] == "BatchNorm"
+    assert "warning: no misclassified images for BatchNorm" in result.stderr
+    assert (exp / "report" / "learning_curves.png").stat().st_size > 0
+
+
+def test_the_default_experiment_is_the_newest_in_tune_results(tmp_path, monkeypatch):
+    import os
+
+    old = fake_experiment(tmp_path / "tune_results" / "old", name="old")
+    new = fake_experiment(tmp_path / "tune_results" / "new", name="new")
+    for f in old.glob("experiment_state-*"):
+        os.utime(f, (1, 1))
+    (tmp_path / "tune_results" / "notes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["report", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# Report: new") and (new / "report" / "report.html").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p, "does not exist"),
+    (lambda p: (p.mkdir(), p)[1], "is not a tune-norm experiment"),
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("hi"), (p / "report").mkdir(), p)[3],
+     "is not a tune-norm experiment"),
+    (lambda p: (p.write_text("x"), p)[1], "is a file, not an experiment folder"),
+])
+def test_a_folder_that_is_not_an_experiment_is_one_sentence_and_exit_2(tmp_path, make, message):
+    path = make(tmp_path / "thing")
+    result = CliRunner().invoke(app, ["report", str(path)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_no_experiment_anywhere_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["report"])
+    assert result.exit_code == 2 and "none found in tune_results" in result.stderr
+
+
+# -- end to end ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smoke_search_then_report(tmp_path, data_root):
+    exp = tmp_path / "smoke"
+    res = run_cli("search", ROOT / "search_spaces" / "smoke.yaml", "--storage", exp, "--num-cpus", "2",
+                  "--data", data_root, env={"HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_cli("report", exp, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| Group |"))
+    for column in ("seed: best train acc", "seed: best test acc", "seed: best test loss", "L1", "L2", "Val acc",
+                   "Test acc @ val epoch", "Epochs run", "Trial", "Seeds"):
+        assert f"| {column} |" in header
+    rows = []
+    for line in lines[lines.index(header) + 2:]:
+        if not line.startswith("| "):
+            break
+        rows.append(line)
+    trials = json.loads((exp / "report" / "report.json").read_text())["trials"]
+    groups = {t["group"] for t in trials}
+    assert len(trials) == 4 and sorted(r.split(" | ")[0].removeprefix("| ") for r in rows) == sorted(groups)
+    assert "## Comparisons" in res.stdout and "## Cost" in res.stdout and "Epochs saved by ASHA" in res.stdout
+    out = exp / "report"
+    pngs = ["learning_curves.png", "accuracy_vs_lr.png"]  # lr is sampled from a range: it always varies
+    pngs += ["accuracy_vs_norm.png"] if len({t["norm"] for t in trials}) > 1 else []
+    pngs += [f"misclassified_{report_slug(g)}.png" for g in groups]
+    for name in pngs:
+        assert (out / name).stat().st_size > 1000, name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(list(out.glob("*.png"))) >= len(pngs)
+    assert "http://" not in html and "https://" not in html  # nothing to fetch: it opens offline
+
+
+def report_slug(group: str) -> str:
+    from tune_norm.plots import slug
+
+    return slug(group)

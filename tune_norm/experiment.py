@@ -1,0 +1,285 @@
+"""An experiment folder on disk (Ray's files plus ours) read into pandas DataFrames, without importing Ray."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import TrainConfig
+from .errors import UserError
+
+PROVENANCE = "tune_norm.json"  # written into every experiment folder by the search
+CHECKPOINT_FILE = "state.pt"  # inside each checkpoint_00000N/ folder
+STATE_GLOB = "experiment_state-*.json"
+RESULTS = "result.json"  # Ray: one JSON object per reported epoch
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RUNNING = ("RUNNING", "PENDING", "PAUSED")  # statuses of a trial that has not finished (or was interrupted)
+
+
+def flat_config(config: dict) -> dict:
+    """A trial's config as TrainConfig keys: grid cells come nested under 'cell'."""
+    merged = {**config.get("cell", {}), **{k: v for k, v in config.items() if k != "cell"}}
+    return {k: v for k, v in merged.items() if v is not None}  # None: a conditional key that does not apply
+
+
+def full_config(config: dict) -> dict:
+    """The flat config with TrainConfig defaults for every key the trial did not set."""
+    return {**TrainConfig().as_dict(), **flat_config(config)}
+
+
+@dataclass
+class Experiment:
+    """Everything on disk about one search.
+
+    ``trials``: one row per trial (trial_id, status, dir, error, checkpoint, num_failures and every config key).
+    ``epochs``: one row per reported epoch (trial_id plus the metrics in result.json).
+    ``missing``: sentences naming what is absent (trials with no results, errored or unfinished trials).
+    """
+
+    path: Path
+    provenance: dict[str, Any]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name") or self.path.name)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.provenance.get("spec") or {}
+
+    @property
+    def metric(self) -> str:
+        return str(self.spec.get("metric") or "val_acc")
+
+    @property
+    def mode(self) -> str:
+        return str(self.spec.get("mode") or "max")
+
+    @property
+    def scheduler(self) -> str:
+        return str((self.spec.get("scheduler") or {}).get("type") or "asha")
+
+    @property
+    def resources(self) -> tuple[float, float]:
+        """(CPUs, GPUs) each trial held: the spec's CPUs and the GPU fraction the search resolved."""
+        res = self.spec.get("resources") or {}
+        gpus = self.provenance.get("gpus_per_trial", res.get("gpus_per_trial"))
+        return float(res.get("cpus_per_trial") or 1.0), float(gpus or 0.0)
+
+    @property
+    def planned(self) -> int | None:
+        """Trials the search meant to run: every grid cell, or num_samples; None without provenance."""
+        spec = self.spec
+        if not spec:
+            return None
+        if (spec.get("search") or {}).get("type") == "grid":
+            return len(spec.get("grid") or []) * max(len(spec.get("seeds") or []), 1)
+        return int(spec.get("num_samples") or 0) or None
+
+    @property
+    def data_root(self) -> str | None:
+        return (self.provenance.get("settings") or {}).get("data_root")
+
+    def checkpoint(self, trial_id: str) -> Path | None:
+        row = self.trials.loc[self.trials["trial_id"] == trial_id]
+        if row.empty or not row.iloc[0]["checkpoint"]:
+            return None
+        return Path(row.iloc[0]["checkpoint"])
+
+
+def is_experiment(path: Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (any(path.glob(STATE_GLOB)) or bool(_trial_dirs(path)))
+
+
+def newest(root: Path) -> Path:
+    """The most recently updated experiment folder directly under ``root``."""
+    root = Path(root)
+    found = [p for p in (sorted(root.iterdir()) if root.is_dir() else []) if is_experiment(p)]
+    if not found:
+        raise UserError(f"no experiment given and none found in {root}; pass the experiment folder")
+
+    def updated(p: Path) -> float:
+        return max([f.stat().st_mtime for f in p.glob(STATE_GLOB)] + [p.stat().st_mtime])
+
+    return max(found, key=updated)
+
+
+def _trial_dirs(path: Path) -> list[Path]:
+    return sorted(d for d in path.iterdir() if d.is_dir() and (
+        d.name.startswith("trial_") or (d / RESULTS).exists() or (d / "params.json").exists()))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _state(path: Path, missing: list[str]) -> dict[str, dict[str, Any]]:
+    """Ray's record of each trial (status, config, folder, failures), from the newest experiment_state file."""
+    files = sorted(path.glob(STATE_GLOB))
+    if not files:
+        missing.append("no experiment_state-*.json (Ray's record of trial status): statuses are guessed "
+                       "from the trial folders")
+        return {}
+    data = _read_json(files[-1])
+    if not isinstance(data, dict):
+        missing.append(f"{files[-1].name} is unreadable (perhaps mid-write): statuses are guessed "
+                       "from the trial folders")
+        return {}
+    trials = {}
+    for entry in data.get("trial_data") or []:
+        try:
+            meta = json.loads(entry[0])
+            run = json.loads(entry[1]) if len(entry) > 1 else {}
+        except (ValueError, TypeError, IndexError):
+            continue
+        trials[str(meta.get("trial_id"))] = {
+            "status": meta.get("status") or "UNKNOWN",
+            "config": meta.get("config") if isinstance(meta.get("config"), dict) else {},
+            "dir": meta.get("relative_logdir") or meta.get("custom_dirname"),
+            "num_failures": int(run.get("num_failures") or 0),
+        }
+    return trials
+
+
+def _results(trial_dir: Path) -> list[dict[str, Any]]:
+    """Every complete line of result.json (a trial still running may have written half a line)."""
+    try:
+        lines = (trial_dir / RESULTS).read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _error(trial_dir: Path) -> str:
+    """The last line of error.txt: the exception of the latest failure."""
+    try:
+        lines = [ANSI.sub("", line).strip() for line in (trial_dir / "error.txt").read_text().splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    return lines[-1] if lines else "failed (empty error.txt)"
+
+
+def _checkpoint(trial_dir: Path) -> str:
+    found = sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+    return str(found[-1]) if found else ""
+
+
+def _scalar(value: Any) -> Any:
+    return value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
+def load(path: Path | str) -> Experiment:
+    """Read the experiment in ``path``; finished, running or interrupted. Raises UserError for other folders."""
+    if re.match(r"^[a-z][a-z0-9+.-]*:/", str(path)):
+        raise UserError("tune-norm report reads local folders; copy the experiment here first "
+                        "(e.g. aws s3 sync) and pass that folder")
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    if not path.is_dir():
+        raise UserError(f"{path} is a file, not an experiment folder")
+    if (path / RESULTS).exists() and not any(path.glob(STATE_GLOB)):
+        raise UserError(f"{path} is the folder of one trial; pass the experiment folder above it, {path.parent}")
+    if not is_experiment(path):
+        raise UserError(f"{path} is not a tune-norm experiment: it holds no {STATE_GLOB} and no trial folders")
+    missing: list[str] = []
+    provenance = _read_json(path / PROVENANCE)
+    if not isinstance(provenance, dict):
+        provenance = {}
+        missing.append(f"no readable {PROVENANCE}: the spec is unknown, so each trial is taken to hold "
+                       "1 CPU and no GPU")
+    state = _state(path, missing)
+    dirs = {d.name: d for d in _trial_dirs(path)}
+    by_id: dict[str, Path | None] = {}
+    for trial_id, info in state.items():
+        by_id[trial_id] = dirs.get(str(info["dir"])) if info["dir"] else None
+    seen = {d for d in by_id.values() if d is not None}
+    for d in dirs.values():
+        if d not in seen:
+            trial_id = (_results(d)[:1] or [{}])[0].get("trial_id") or d.name.removeprefix("trial_")
+            by_id.setdefault(str(trial_id), d)
+
+    trial_rows, epoch_rows = [], []
+    for trial_id, d in by_id.items():
+        info = state.get(trial_id, {})
+        results = _results(d) if d else []
+        config = info.get("config") or (results[-1].get("config") if results else None)
+        if not config and d is not None:
+            config = _read_json(d / "params.json")
+        error = _error(d) if d else ""
+        status = info.get("status") or ("ERROR" if error else "UNKNOWN")
+        trial_rows.append({
+            "trial_id": trial_id, "status": status, "dir": str(d) if d else "", "error": error,
+            "checkpoint": _checkpoint(d) if d else "", "num_failures": info.get("num_failures", 0),
+            **{k: _scalar(v) for k, v in full_config(config if isinstance(config, dict) else {}).items()},
+        })
+        for row in results:
+            epoch_rows.append({**{k: _scalar(v) for k, v in row.items() if k != "config"}, "trial_id": trial_id})
+
+    trials = pd.DataFrame(trial_rows, columns=["trial_id", "status", "dir", "error", "checkpoint", "num_failures",
+                                                *TrainConfig().as_dict()])
+    trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
+    epochs = pd.DataFrame(epoch_rows)
+    if not epochs.empty:
+        if "epoch" not in epochs:
+            epochs["epoch"] = epochs.get("training_iteration", pd.Series(range(1, len(epochs) + 1)))
+        # a trial restored from a checkpoint can report an epoch twice; the later report wins
+        epochs = epochs.drop_duplicates(["trial_id", "epoch"], keep="last")
+        epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+    else:
+        epochs = pd.DataFrame(columns=["trial_id", "epoch"])
+    missing += _missing(trials, epochs, provenance)
+    return Experiment(path=path, provenance=provenance, trials=trials, epochs=epochs, missing=missing)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _missing(trials: pd.DataFrame, epochs: pd.DataFrame, provenance: dict) -> list[str]:
+    """Sentences about what the folder lacks: unstarted, unfinished and errored trials, absent checkpoints."""
+    notes = []
+    reported = set(epochs["trial_id"]) if not epochs.empty else set()
+    last = epochs.groupby("trial_id")["epoch"].max().to_dict() if not epochs.empty else {}
+    spec = provenance.get("spec") or {}
+    planned = None
+    if spec:
+        planned = (len(spec.get("grid") or []) * max(len(spec.get("seeds") or []), 1)
+                   if (spec.get("search") or {}).get("type") == "grid" else spec.get("num_samples"))
+    if planned and len(trials) < planned:
+        notes.append(f"{len(trials)} of {planned} planned trials exist; the search has not started the rest "
+                     "(still running, or interrupted)")
+    empty = [t for t in trials["trial_id"] if t not in reported]
+    if empty:
+        notes.append(f"{_plural(len(empty), 'trial')} with no results yet: {', '.join(empty)}")
+    unfinished = trials[trials["status"].isin(RUNNING) & trials["trial_id"].isin(reported)]
+    for _, t in unfinished.iterrows():
+        notes.append(f"trial {t['trial_id']} is still running or was interrupted "
+                     f"(epoch {int(last[t['trial_id']])} of {t['epochs']})")
+    for _, t in trials[trials["status"] == "ERROR"].iterrows():
+        notes.append(f"trial {t['trial_id']} errored: {t['error'] or 'no error.txt'}")
+    no_ckpt = [t for t in trials.loc[trials["checkpoint"] == "", "trial_id"] if t in reported]
+    if no_ckpt:
+        notes.append(f"{_plural(len(no_ckpt), 'trial')} with results but no checkpoint: {', '.join(no_ckpt)}")
+    return notes

@@ -1,0 +1,619 @@
+"""The report: pure functions from trial and epoch DataFrames to tables, verdicts and costs, and their text formats."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .config import TrainConfig
+from .errors import UserError
+from .norms import DISPLAY, NORMS
+
+FORMATS = ("markdown", "csv", "json", "latex")
+HONEST = "test_acc_at_best_val"  # test accuracy at the epoch validation accuracy chose
+SEED_SCORE = "best_test_acc"  # the seed's convention: best test accuracy over all epochs
+SEED_ORDER = ("batch", "group", "layer")  # the seed's comparisons: BN vs GN, BN vs LN, GN vs LN
+NOT_REPLICATE_KEYS = ("seed", "device", "threads")  # trials equal in every other key are seeds of one setup
+FINISHED = "TERMINATED"
+DEFAULTS = TrainConfig().as_dict()
+NAN = float("nan")
+
+
+# -- groups ------------------------------------------------------------------------------------------
+def norm_label(norm: str) -> str:
+    return DISPLAY.get(norm, str(norm))
+
+
+def regularization_label(l1: float, l2: float) -> str:
+    """'' or ' + L1', ' + L2', ' + L1 + L2': the seed's way of naming its regularized runs."""
+    return (" + L1" if _num(l1) > 0 else "") + (" + L2" if _num(l2) > 0 else "")
+
+
+def group_label(norm: str, l1: float = 0.0, l2: float = 0.0, batch_size: int | None = None) -> str:
+    """'BatchNorm + L1', 'LayerNorm + L2', ...; with ', batch 128' when the experiment varies the batch size."""
+    label = norm_label(norm) + regularization_label(l1, l2)
+    return label if batch_size is None else f"{label}, batch {int(batch_size)}"
+
+
+def group_order(frame: pd.DataFrame) -> dict[str, int]:
+    """Group -> position: the seed's norm order, then regularization, then batch size."""
+    norms = {n: i for i, n in enumerate(dict.fromkeys(SEED_ORDER + tuple(NORMS)))}
+    rows = frame.drop_duplicates("group")
+    regs = {"": 0, " + L1": 1, " + L2": 2, " + L1 + L2": 3}
+    keys = {g: (norms.get(n, len(norms)), str(n), regs[regularization_label(a, b)], _num(bs))
+            for g, n, a, b, bs in zip(rows["group"], rows["norm"], rows["l1"], rows["l2"], rows["batch_size"])}
+    return {g: i for i, g in enumerate(sorted(keys, key=keys.get))}
+
+
+def varies(trials: pd.DataFrame, column: str) -> bool:
+    return column in trials and trials[column].nunique(dropna=True) > 1
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return NAN
+
+
+def with_defaults(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials with every TrainConfig key (defaults where absent) and a status (TERMINATED where absent)."""
+    out = trials.copy()
+    for key, value in {**DEFAULTS, "status": FINISHED}.items():
+        if key not in out:
+            out[key] = value
+        else:
+            out[key] = out[key].where(out[key].notna(), value)
+    return out
+
+
+def add_groups(trials: pd.DataFrame) -> pd.DataFrame:
+    """Add 'group' (norm + regularization [+ batch size]) and 'stratum' (the label without the norm)."""
+    out = with_defaults(trials)
+    by_batch = varies(out, "batch_size")
+    out["group"] = [group_label(n, a, b, bs if by_batch else None)
+                    for n, a, b, bs in zip(out["norm"], out["l1"], out["l2"], out["batch_size"])]
+    out["stratum"] = [regularization_label(a, b).removeprefix(" + ") + (f", batch {int(bs)}" if by_batch else "")
+                      for a, b, bs in zip(out["l1"], out["l2"], out["batch_size"])]
+    out["stratum"] = out["stratum"].str.removeprefix(", ").replace("", "no regularization")
+    return out
+
+
+# -- one row per trial -------------------------------------------------------------------------------
+def selection(epochs: pd.DataFrame, metric: str = "val_acc", mode: str = "max") -> tuple[str, str]:
+    """The metric that ranks trials: the experiment's own when it was recorded, else val_acc, else test_acc."""
+    for name, direction in ((metric, mode), ("val_acc", "max"), ("test_acc", "max")):
+        if name in epochs and pd.to_numeric(epochs[name], errors="coerce").notna().any():
+            return name, direction
+    return "test_acc", "max"
+
+
+def _col(e: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(e[name], errors="coerce") if name in e else pd.Series(NAN, index=e.index)
+
+
+def _trial_metrics(e: pd.DataFrame, metric: str, mode: str, validation: bool = True) -> dict[str, Any]:
+    """Best-over-epochs values of one trial's epoch rows (sorted by epoch).
+
+    A diverged epoch reports stand-ins (0% accuracy, a 1e9 loss, even a 0% val acc without a validation
+    split); they never count as a best loss, nor as validation where the trial has no validation split.
+    """
+    if e.empty:
+        return {"epochs_run": 0, "train_acc_last": NAN, "best_test_acc": NAN, "best_test_loss": NAN,
+                "best_val_acc": NAN, HONEST: NAN, "best_val_epoch": NAN, "score": NAN, "diverged": False,
+                "wall_s": 0.0}
+    diverged_rows = e["diverged"].fillna(False).astype(bool) if "diverged" in e else pd.Series(False, index=e.index)
+    val, test, epoch = _col(e, "val_acc"), _col(e, "test_acc"), _col(e, "epoch")
+    if validation and val.notna().any():
+        at = val.idxmax()  # the first epoch with the highest validation accuracy, as the trainer records it
+        best_val, honest, best_epoch = float(val[at]), float(test[at]), float(epoch[at])
+    else:
+        best_val = honest = best_epoch = NAN
+    scores = _col(e, metric)
+    score = scores.max() if mode == "max" else scores.min()
+    wall = _col(e, "time_total_s").max()
+    if not math.isfinite(wall):
+        wall = _col(e, "epoch_seconds").sum()
+    return {
+        "epochs_run": int(epoch.max()),
+        "train_acc_last": float(_col(e, "train_acc").iloc[-1]),
+        "best_test_acc": float(test.max()),
+        "best_test_loss": float(_col(e, "test_loss")[~diverged_rows].min()),
+        "best_val_acc": best_val,
+        HONEST: honest,
+        "best_val_epoch": best_epoch,
+        "score": float(score),
+        "diverged": bool(diverged_rows.any()),
+        "wall_s": float(wall),
+    }
+
+
+def summarize_trials(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_acc",
+                     mode: str = "max") -> pd.DataFrame:
+    """One row per trial: its config, group, status and best-over-epochs metrics.
+
+    'score' is ``metric`` at its best epoch (max or min by ``mode``) and ranks the trials.
+    'stopped_early' marks a finished, undiverged trial that ran fewer epochs than its config asked for.
+    """
+    out = add_groups(trials)
+    by_trial = {k: g.sort_values("epoch", kind="stable") for k, g in epochs.groupby("trial_id")} if len(epochs) else {}
+    rows = [_trial_metrics(by_trial.get(t, epochs.iloc[0:0]), metric, mode, validation=int(v) > 0)
+            for t, v in zip(out["trial_id"], out["val_size"])]
+    metrics = pd.DataFrame(rows, index=out.index)
+    out = pd.concat([out, metrics], axis=1)
+    out["stopped_early"] = ((out["status"] == FINISHED) & ~out["diverged"] & (out["epochs_run"] > 0)
+                            & (out["epochs_run"] < out["epochs"].astype(int)))
+    return out
+
+
+def setup_key(row: pd.Series | dict) -> tuple:
+    """What makes two trials seeds of the same setup: every config key but the seed (and device/threads)."""
+    return tuple((k, _hashable(row[k])) for k in DEFAULTS if k not in NOT_REPLICATE_KEYS)
+
+
+def _hashable(value: Any) -> Any:
+    number = _num(value)
+    return number if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) else str(value)
+
+
+def _ranked(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Rows best first by 'score' (NaN last), ties by trial id."""
+    key = rows["score"] if mode == "max" else -rows["score"]
+    return rows.assign(_key=key).sort_values(["_key", "trial_id"], ascending=[False, True],
+                                             na_position="last", kind="stable").drop(columns="_key")
+
+
+def best_setups(summary: pd.DataFrame, mode: str = "max") -> dict[str, pd.DataFrame]:
+    """For each group, every trial of its best setup (highest mean score over its seeds), best seed first."""
+    out = {}
+    ran = summary[summary["epochs_run"] > 0]
+    for group, rows in ran.groupby("group", sort=True):
+        keys = rows.apply(setup_key, axis=1)
+        means = rows.groupby(keys)["score"].mean()
+        means = means if mode == "max" else -means
+        best = means.sort_values(ascending=False, kind="stable", na_position="last").index[0]
+        out[group] = _ranked(rows[keys == best], mode)
+    return out
+
+
+def complete(rows: pd.DataFrame) -> pd.Series:
+    """Trials that count as seeds: ran every epoch (or diverged) and did not error."""
+    return (rows["status"] != "ERROR") & (rows["diverged"] | (rows["epochs_run"] >= rows["epochs"].astype(int)))
+
+
+def honest_column(summary: pd.DataFrame) -> str:
+    """The accuracy that seeds and comparisons use: test acc at the validation-chosen epoch, or the seed's
+    best test acc where no trial has a validation split."""
+    return HONEST if HONEST in summary and summary[HONEST].notna().any() else SEED_SCORE  # any validation at all
+
+
+def best_table(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
+    """One row per group from its best trial, with the group's counts and its best setup's seed statistics."""
+    value = honest_column(summary)
+    rows = []
+    for group, seeds in best_setups(summary, mode).items():
+        best = seeds.iloc[0]
+        members = summary[summary["group"] == group]
+        s = stats.summarize(seeds.loc[complete(seeds), value])
+        rows.append({
+            "group": group, "stratum": best["stratum"], "norm": best["norm"], "batch_size": int(best["batch_size"]),
+            "train_acc_last": best["train_acc_last"], "best_test_acc": best["best_test_acc"],
+            "best_test_loss": best["best_test_loss"], "l1": _num(best["l1"]), "l2": _num(best["l2"]),
+            "best_val_acc": best["best_val_acc"], HONEST: best[HONEST], "best_val_epoch": best["best_val_epoch"],
+            "epochs_run": int(best["epochs_run"]), "epochs": int(best["epochs"]), "trial_id": best["trial_id"],
+            "score": best["score"], "trials": len(members), "diverged": int(members["diverged"].sum()),
+            "errored": int((members["status"] == "ERROR").sum()), "seeds": s.n,
+            "mean": s.mean, "std": s.std, "ci_low": s.low, "ci_high": s.high,
+        })
+    table = pd.DataFrame(rows, columns=TABLE_KEYS)
+    if table.empty:
+        return table
+    key = table["score"] if mode == "max" else -table["score"]
+    return (table.assign(_key=key).sort_values(["_key", "group"], ascending=[False, True], na_position="last",
+                                               kind="stable").drop(columns="_key").reset_index(drop=True))
+
+
+TABLE_KEYS = ["group", "stratum", "norm", "batch_size", "train_acc_last", "best_test_acc", "best_test_loss", "l1",
+              "l2", "best_val_acc", HONEST, "best_val_epoch", "epochs_run", "epochs", "trial_id", "score", "trials",
+              "diverged", "errored", "seeds", "mean", "std", "ci_low", "ci_high"]
+
+
+# -- comparisons -------------------------------------------------------------------------------------
+def comparisons(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
+    """Welch's t-test between every two norms with the same regularization (and batch size), over the seeds
+    of each group's best setup."""
+    value = honest_column(summary)
+    setups = best_setups(summary, mode)
+    order = group_order(summary)
+    rows = []
+    groups = summary.drop_duplicates("group").set_index("group")
+    first = {s: min(order[g] for g in groups.index[groups["stratum"] == s]) for s in groups["stratum"].unique()}
+    strata = sorted(first, key=first.get)
+    for stratum in strata:
+        names = sorted((g for g in groups.index[groups["stratum"] == stratum] if g in setups), key=order.get)
+        for a, b in combinations(names, 2):
+            a_seeds, b_seeds = (setups[g].loc[complete(setups[g]), value] for g in (a, b))
+            c = stats.compare(a_seeds, b_seeds, a, b)
+            rows.append({"stratum": stratum, "a": a, "b": b, "n_a": c.n_a, "n_b": c.n_b, "mean_a": c.mean_a,
+                         "mean_b": c.mean_b, "diff": c.diff, "diff_low": c.low, "diff_high": c.high, "t": c.t,
+                         "df": c.df, "p": c.p, "significant": c.significant, "verdict": c.verdict})
+    return pd.DataFrame(rows, columns=COMPARISON_KEYS)
+
+
+COMPARISON_KEYS = ["stratum", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_low", "diff_high", "t", "df",
+                   "p", "significant", "verdict"]
+
+
+# -- cost --------------------------------------------------------------------------------------------
+def cost(summary: pd.DataFrame, cpus: float = 1.0, gpus: float = 0.0) -> pd.DataFrame:
+    """Per group and in all: trials, epochs run, epochs to run every trial to its end, epochs saved by early
+    stopping (finished, undiverged trials only), wall seconds of the trials, CPU- and GPU-seconds."""
+    rows = []
+    order = group_order(summary)
+    for group, g in sorted(summary.groupby("group"), key=lambda kv: order[kv[0]]) + [("All groups", summary)]:
+        run = int(g["epochs_run"].sum())
+        full = int(g["epochs"].astype(int).sum())
+        saved = int((g["epochs"].astype(int) - g["epochs_run"])[g["stopped_early"]].sum())
+        wall = float(g["wall_s"].sum())
+        per_epoch = wall / run if run else NAN
+        rows.append({"group": group, "trials": len(g), "stopped_early": int(g["stopped_early"].sum()),
+                     "diverged": int(g["diverged"].sum()), "errored": int((g["status"] == "ERROR").sum()),
+                     "epochs_run": run, "epochs_full": full, "epochs_saved": saved,
+                     "wall_s": wall, "cpu_s": wall * cpus, "gpu_s": wall * gpus,
+                     "saved_s": saved * per_epoch if saved else 0.0})
+    return pd.DataFrame(rows, columns=COST_KEYS)
+
+
+COST_KEYS = ["group", "trials", "stopped_early", "diverged", "errored", "epochs_run", "epochs_full", "epochs_saved",
+             "wall_s", "cpu_s", "gpu_s", "saved_s"]
+
+
+def searched(trials: pd.DataFrame, spec: dict | None = None) -> list[tuple[str, tuple | None]]:
+    """The hyperparameters the search varied, with their condition ('groups', ('norm', 'group')) if any:
+    the spec's sampled keys and grid keys, else every config key whose value differs between trials."""
+    names: list[tuple[str, tuple | None]] = []
+    for p in (spec or {}).get("params") or []:
+        if p.get("kind") != "const":
+            names.append((p["name"], tuple(p["when"]) if p.get("when") else None))
+    for row in (spec or {}).get("grid") or []:
+        for k in row:
+            if k not in [n for n, _ in names] and varies(trials, k):
+                names.append((k, None))
+    if not spec:
+        names = [(k, None) for k in DEFAULTS if k not in NOT_REPLICATE_KEYS and varies(trials, k)]
+    return [(k, w) for k, w in names if k != "seed" and k in trials]
+
+
+# -- the whole report --------------------------------------------------------------------------------
+@dataclass
+class Report:
+    title: str
+    facts: list[tuple[str, str]]  # (label, value) lines about the experiment
+    table: pd.DataFrame
+    comparisons: pd.DataFrame
+    cost: pd.DataFrame
+    trials: pd.DataFrame  # every trial, one row each, for display
+    summary: pd.DataFrame  # every trial with all its config keys and metrics (see summarize_trials)
+    notes: list[str]  # how to read the table
+    missing: list[str]  # what the folder lacks
+    value: str  # the column compared across seeds
+    scheduler: str = "asha"
+    searched: list[tuple[str, tuple | None]] = field(default_factory=list)
+
+
+def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experiment", metric: str = "val_acc",
+          mode: str = "max", cpus: float = 1.0, gpus: float = 0.0, scheduler: str = "asha",
+          spec: dict | None = None, facts: list[tuple[str, str]] | None = None,
+          missing: list[str] | None = None) -> Report:
+    """The report of an experiment given as DataFrames (see tune_norm.experiment for their columns)."""
+    metric, mode = selection(epochs, metric, mode)
+    summary = summarize_trials(trials, epochs, metric, mode)
+    table = best_table(summary, mode)
+    value = honest_column(summary)
+    notes = [
+        f"One row per group; its trial is the group's best by {metric} ({'highest' if mode == 'max' else 'lowest'} "
+        "over epochs, averaged over seeds where a setup has several); rows are sorted the same way.",
+        "Columns marked 'seed:' follow the seed's convention: 'best train acc' is the running training accuracy of "
+        "the last epoch, 'best test acc' and 'best test loss' are the best over all epochs on the test set. The test "
+        "set picks that epoch, so these numbers flatter.",
+    ]
+    if value == HONEST:
+        notes.append("'Test acc @ val epoch' is the test accuracy at the epoch with the best validation accuracy: "
+                     "the honest estimate. Seed statistics and comparisons use it.")
+    else:
+        notes.append("There is no validation split (val_size 0), so seed statistics and comparisons use the seed's "
+                     "best test accuracy over epochs, which flatters.")
+    notes.append(f"Comparisons: Welch's t-test, two-sided, alpha = {stats.ALPHA}, not corrected for multiple "
+                 "comparisons; 'seeds' are the seeds of each group's best setup.")
+    diverged = int(summary["diverged"].sum())
+    if diverged:
+        notes.append(f"{diverged} {'trial' if diverged == 1 else 'trials'} diverged (non-finite loss) and stopped "
+                     "there; the epoch that diverged counts as 0% accuracy, and its loss is left out of the lowest "
+                     "losses.")
+    missing = list(missing or [])
+    if not len(table):
+        missing.append("no trial has reported an epoch yet, so there is nothing to compare")
+    return Report(title=title, facts=list(facts or []), table=table, comparisons=comparisons(summary, mode),
+                  cost=cost(summary, cpus, gpus), trials=trial_table(summary, table, mode, spec), summary=summary,
+                  notes=notes, missing=missing, value=value, scheduler=scheduler, searched=searched(trials, spec))
+
+
+def experiment_facts(exp) -> list[tuple[str, str]]:
+    """(label, value) lines about a tune_norm.experiment.Experiment: where, what, how many, how long, with what."""
+    spec, prov, trials, epochs = exp.spec, exp.provenance, exp.trials, exp.epochs
+    counts = trials["status"].value_counts()
+    statuses = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
+    planned = f" of {exp.planned} planned" if exp.planned else ""
+    facts = [("Folder", str(exp.path)), ("Trials", f"{len(trials)}{planned} ({statuses or 'none'})")]
+    if spec:
+        search, sched = spec.get("search") or {}, spec.get("scheduler") or {}
+        how = f"{search.get('type', '?')} search, {sched.get('type', '?')} scheduler"
+        if sched.get("type") == "asha":
+            how += f" (grace period {sched.get('grace_period')}, reduction factor {sched.get('reduction_factor')})"
+        facts.append(("Search", how))
+    facts.append(("Ranked by", f"{exp.metric} ({exp.mode})"))
+    cpus, gpus = exp.resources
+    facts.append(("Resources per trial", f"{cpus:g} CPU, {gpus:g} GPU"))
+    if len(epochs) and {"timestamp", "time_this_iter_s"} <= set(epochs.columns):
+        end = pd.to_numeric(epochs["timestamp"], errors="coerce")
+        start = end - pd.to_numeric(epochs["time_this_iter_s"], errors="coerce")
+        facts.append(("Wall time", f"{end.max() - start.min():,.0f} s from the first trial's start to the last result"))
+    for key, label in (("command", "Command"), ("git_commit", "Git commit"), ("started", "Started")):
+        if prov.get(key):
+            facts.append((label, str(prov[key])))
+    if prov.get("versions"):
+        facts.append(("Versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items())))
+    return facts
+
+
+def from_experiment(exp) -> Report:
+    """The report of a loaded tune_norm.experiment.Experiment."""
+    cpus, gpus = exp.resources
+    return build(exp.trials, exp.epochs, title=exp.name, metric=exp.metric, mode=exp.mode, cpus=cpus, gpus=gpus,
+                 scheduler=exp.scheduler, spec=exp.spec, facts=experiment_facts(exp), missing=exp.missing)
+
+
+def trial_table(summary: pd.DataFrame, table: pd.DataFrame, mode: str, spec: dict | None = None) -> pd.DataFrame:
+    """Every trial, grouped in the main table's order and best first within a group."""
+    order = {g: i for i, g in enumerate(table["group"])}
+    params = ["norm", "groups", "l1", "l2", "lr", "batch_size", "seed"]
+    params += [k for k, _ in searched(summary, spec) if k not in params]
+    ranked = _ranked(summary, mode)
+    ranked = ranked.assign(_g=ranked["group"].map(order).fillna(len(order))).sort_values("_g", kind="stable")
+    keys = ["trial_id", "group", "status", *params, *TRIAL_METRICS]
+    return ranked.reindex(columns=keys).reset_index(drop=True)
+
+
+# -- text formats ------------------------------------------------------------------------------------
+def _fmt(digits: int) -> Callable[[Any], str]:
+    return lambda v: "" if not math.isfinite(_num(v)) else f"{_num(v):.{digits}f}"
+
+
+def _factor(v: Any) -> str:
+    return "0" if _num(v) == 0 else f"{_num(v):g}"
+
+
+def _int(v: Any) -> str:
+    return "" if not math.isfinite(_num(v)) else str(int(_num(v)))
+
+
+def _seconds(v: Any) -> str:
+    return "" if not math.isfinite(_num(v)) else f"{_num(v):,.0f}" if _num(v) >= 100 else f"{_num(v):.1f}"
+
+
+def _text(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def table_columns(value: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
+    """(label, row -> text) for the main table."""
+    pct = _fmt(2)
+    stat = "test @ val epoch" if value == HONEST else "seed: best test acc"
+    return [
+        ("Group", lambda r: r["group"]),
+        ("seed: best train acc", lambda r: pct(r["train_acc_last"])),
+        ("seed: best test acc", lambda r: pct(r["best_test_acc"])),
+        ("seed: best test loss", lambda r: _fmt(4)(r["best_test_loss"])),
+        ("L1", lambda r: _factor(r["l1"])),
+        ("L2", lambda r: _factor(r["l2"])),
+        ("Val acc", lambda r: pct(r["best_val_acc"])),
+        ("Test acc @ val epoch", lambda r: pct(r[HONEST])),
+        ("Val epoch", lambda r: _int(r["best_val_epoch"])),
+        ("Epochs run", lambda r: f"{int(r['epochs_run'])}/{int(r['epochs'])}"),
+        ("Trial", lambda r: str(r["trial_id"])),
+        ("Trials", lambda r: str(int(r["trials"]))),
+        ("Diverged", lambda r: str(int(r["diverged"]))),
+        ("Errored", lambda r: str(int(r["errored"]))),
+        ("Seeds", lambda r: str(int(r["seeds"]))),
+        (f"{stat}: mean ± std", lambda r: "" if r["seeds"] < 2 else f"{r['mean']:.2f} ± {r['std']:.2f}"),
+        ("95% CI", lambda r: "" if r["seeds"] < 2 else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"),
+    ]
+
+
+def comparison_columns() -> list[tuple[str, Callable[[pd.Series], str]]]:
+    pct = _fmt(2)
+    return [
+        ("Within", lambda r: r["stratum"]),
+        ("A", lambda r: r["a"]),
+        ("B", lambda r: r["b"]),
+        ("Mean A", lambda r: pct(r["mean_a"])),
+        ("Mean B", lambda r: pct(r["mean_b"])),
+        ("A − B (95% CI)", lambda r: "" if not math.isfinite(r["diff_low"]) else
+         f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"),
+        ("p", lambda r: "" if not math.isfinite(r["p"]) else stats.format_p(r["p"]).removeprefix("p ").lstrip("= ")),
+        ("Verdict", lambda r: r["verdict"]),
+    ]
+
+
+def cost_columns(scheduler: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
+    saved = "Epochs saved by ASHA" if scheduler == "asha" else "Epochs saved by early stopping"
+    return [
+        ("Group", lambda r: r["group"]),
+        ("Trials", lambda r: str(r["trials"])),
+        ("Stopped early", lambda r: str(r["stopped_early"])),
+        ("Diverged", lambda r: str(r["diverged"])),
+        ("Errored", lambda r: str(r["errored"])),
+        ("Epochs run", lambda r: str(r["epochs_run"])),
+        ("Epochs if all ran to the end", lambda r: str(r["epochs_full"])),
+        (saved, lambda r: str(r["epochs_saved"])),
+        ("Trial wall s", lambda r: _seconds(r["wall_s"])),
+        ("CPU-s", lambda r: _seconds(r["cpu_s"])),
+        ("GPU-s", lambda r: _seconds(r["gpu_s"])),
+        ("Est. s saved", lambda r: _seconds(r["saved_s"])),
+    ]
+
+
+TRIAL_METRICS = ("epochs_run", "epochs", "best_val_acc", HONEST, "best_val_epoch", "best_test_acc", "best_test_loss",
+                 "train_acc_last", "diverged", "stopped_early", "wall_s", "error")
+
+
+def _param_text(key: str) -> Callable[[pd.Series], str]:
+    def text(r: pd.Series) -> str:
+        if key == "groups" and r["norm"] != "group":
+            return ""  # the group count means nothing to other norms
+        return _factor(r[key]) if key in ("l1", "l2", "lr") else _text(r[key])
+
+    return text
+
+
+def trial_columns(frame: pd.DataFrame) -> list[tuple[str, Callable[[pd.Series], str]]]:
+    """(label, row -> text) for the per-trial table: id, group, status, its hyperparameters, its results."""
+    pct = _fmt(2)
+    params = [c for c in frame.columns if c not in ("trial_id", "group", "status") + TRIAL_METRICS]
+    return [
+        ("Trial", lambda r: _text(r["trial_id"])),
+        ("Group", lambda r: _text(r["group"])),
+        ("Status", lambda r: _text(r["status"])),
+        *[(k, _param_text(k)) for k in params],
+        ("Epochs run", lambda r: f"{_int(r['epochs_run'])}/{_int(r['epochs'])}"),
+        ("Val acc", lambda r: pct(r["best_val_acc"])),
+        ("Test acc @ val epoch", lambda r: pct(r[HONEST])),
+        ("seed: best test acc", lambda r: pct(r["best_test_acc"])),
+        ("Diverged", lambda r: "yes" if r["diverged"] else ""),
+        ("Stopped early", lambda r: "yes" if r["stopped_early"] else ""),
+        ("Wall s", lambda r: _seconds(r["wall_s"])),
+        ("Error", lambda r: _text(r["error"])),
+    ]
+
+
+def display(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """The frame as strings under their labels, in order."""
+    data = {label: [fn(r) for _, r in frame.iterrows()] for label, fn in columns}
+    return pd.DataFrame(data, columns=[c[0] for c in columns], dtype=object)
+
+
+def sections(report: Report) -> list[tuple[str, pd.DataFrame]]:
+    """(heading, display frame) of each table, in reading order."""
+    return [
+        ("Groups", display(report.table, table_columns(report.value))),
+        ("Comparisons", display(report.comparisons, comparison_columns())),
+        ("Cost", display(report.cost, cost_columns(report.scheduler))),
+        ("All trials", display(report.trials, trial_columns(report.trials))),
+    ]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)"
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def markdown(report: Report, *, all_trials: bool = True) -> str:
+    out = [f"# Report: {report.title}", ""]
+    out += [f"- {label}: {value}" for label, value in report.facts] + [""]
+    for heading, frame in sections(report):
+        if heading == "All trials" and not all_trials:
+            continue
+        out += [f"## {heading}", "", markdown_table(frame), ""]
+        if heading == "Groups":
+            out += [f"- {n}" for n in report.notes] + [""]
+    if report.missing:
+        out += ["## Missing", ""] + [f"- {m}" for m in report.missing] + [""]
+    return "\n".join(out)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "±": r"$\pm$", "−": "--", "<": r"$<$", ">": r"$>$"}
+
+
+def latex_escape(text: Any) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def latex_table(frame: pd.DataFrame, caption: str) -> str:
+    """A booktabs tabular in a table float."""
+    head = " & ".join(latex_escape(c) for c in frame.columns) + r" \\"
+    body = [" & ".join(latex_escape(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    return "\n".join([r"\begin{table}[ht]", r"\centering", r"\small", f"\\caption{{{latex_escape(caption)}}}",
+                      r"\begin{tabular}{" + "l" * max(len(frame.columns), 1) + "}", r"\toprule", head, r"\midrule",
+                      *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def latex(report: Report) -> str:
+    """Tables for a document using booktabs; notes and missing parts as comments."""
+    out = [f"% Report: {latex_escape(report.title)}  (needs \\usepackage{{booktabs}})"]
+    out += [f"% {label}: {value}" for label, value in report.facts]
+    for heading, frame in sections(report):
+        out += ["", latex_table(frame, f"{report.title}: {heading.lower()}")]
+    out += [""] + [f"% note: {n}" for n in report.notes] + [f"% missing: {m}" for m in report.missing]
+    return "\n".join(out) + "\n"
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(frame.to_json(orient="records", double_precision=10))  # NaN -> null
+
+
+def as_json(report: Report) -> str:
+    data = {"title": report.title, "facts": dict(report.facts), "compared_value": report.value,
+            "table": _records(report.table), "comparisons": _records(report.comparisons),
+            "cost": _records(report.cost), "trials": _records(report.trials), "notes": report.notes,
+            "missing": report.missing}
+    return json.dumps(data, indent=2) + "\n"
+
+
+def as_csv(report: Report) -> str:
+    """The main table, machine-readable (raw numbers, snake_case columns)."""
+    return report.table.to_csv(index=False)
+
+
+def render(report: Report, fmt: str = "markdown") -> str:
+    """The report as text in ``fmt``: markdown (without the per-trial table), csv (the main table), json, latex."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "markdown":
+        return markdown(report, all_trials=False)
+    if fmt == "csv":
+        return as_csv(report)
+    if fmt == "json":
+        return as_json(report)
+    return latex(report)
+
+
+def write_files(report: Report, out: Path) -> list[Path]:
+    """Every format into ``out``: report.md, report.json, report.tex and one CSV per table."""
+    files = {
+        "report.md": markdown(report), "report.json": as_json(report), "report.tex": latex(report),
+        "table.csv": report.table.to_csv(index=False), "comparisons.csv": report.comparisons.to_csv(index=False),
+        "cost.csv": report.cost.to_csv(index=False), "trials.csv": report.trials.to_csv(index=False),
+    }
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write the report into {out}: {e.strerror or e}; "
+                        "choose another folder with --out") from None
+    return [out / name for name in files]
