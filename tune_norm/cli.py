@@ -184,6 +184,39 @@ def report(
     typer.echo(f"report: {page} ({len(images)} plots; tables as md, csv, json and tex beside it)", err=True)
 
 
+@app.command(epilog="Example: tune-norm bench --threads 2 --steps 200 --json bench.json")
+@friendly
+def bench(
+    device: str = typer.Option("auto", help="auto (CPU, plus CUDA when a GPU is present), cpu or cuda."),
+    threads: int = typer.Option(0, help="torch CPU threads; also the process count of the packing test (0 = all available)."),
+    batch_size: int = typer.Option(64, help="Images per step (seed 64)."),
+    steps: int = typer.Option(200, help="Timed steps per pipeline per round; sec/epoch is extrapolated to 60k images."),
+    rounds: int = typer.Option(3, help="Interleaved rounds; the table shows medians."),
+    packing: bool = typer.Option(True, "--packing/--no-packing", help="Also measure N processes side by side (spawned)."),
+    data: Optional[Path] = DataOption,
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
+) -> None:
+    """Images/s of the seed-style pipeline, tune-norm's pipeline and the bare model step, with their ratios."""
+    import json
+
+    from . import bench as bench_mod
+    from . import data as data_mod
+
+    root = (data or data_mod.default_root()).resolve()
+    results = bench_mod.run(root, device=device, threads=threads, batch_size=batch_size, steps=steps, rounds=rounds,
+                            with_packing=packing, log=lambda line: typer.echo(line, err=True))
+    results["command"] = (f"tune-norm bench --device {device} --threads {results['settings']['threads']} "
+                          f"--batch-size {batch_size} --steps {steps} --rounds {rounds} "
+                          f"--{'' if packing else 'no-'}packing")
+    typer.echo(bench_mod.markdown(results), nl=False)
+    if json_path:
+        try:
+            json_path.write_text(json.dumps(results, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(f"cannot write {json_path}: {e.strerror or e}") from None
+        typer.echo(f"results: {json_path}", err=True)
+
+
 def main() -> None:
     app(prog_name="tune-norm")
 
