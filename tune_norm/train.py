@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from . import augment
 from .config import TrainConfig
-from .data import MNIST, Split, normalize
+from .data import MNIST, normalize
+from .errors import UserError
 from .model import Net
 
 EVAL_BATCH = 1000  # images per evaluation step
@@ -25,8 +26,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
-
         raise UserError("device cuda was asked for, but torch sees no CUDA GPU here")
     return torch.device(name)
 
