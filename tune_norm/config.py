@@ -33,7 +33,7 @@ class TrainConfig:
     seed: int = 1
     width: int = 1  # channel multiplier; 1 is the seed's 7,704-parameter net
     val_size: int = 5000  # images held out of the 60k training set; 0 = the seed's convention
-    subset: int = 0  # train on only this many training images (0 = all); for smoke tests
+    subset: int = 0  # train on only this many images (0 = all); val/test shrink to max(subset // 6, 1000): smoke runs
     augment: bool = True
     channels_last: bool = True  # CPU memory format; ignored on CUDA
     amp: bool = False  # bfloat16 autocast on CUDA

@@ -13,7 +13,6 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg and touch
 from .errors import UserError
 from .norms import NORMS
 from .report import HONEST, Report, complete, norm_label
-from .train import DIVERGED_LOSS
 
 DPI = 110
 PATTERNS = ("learning_curves.png", "misclassified_*.png", "accuracy_vs_*.png")  # what a report run owns
