@@ -111,12 +111,14 @@ def test_bench_cli_writes_sane_numbers(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache" / "MNIST" / "raw").iterdir()) == sorted(data.FILES)
     r = json.loads(out.read_text())
     cpu = r["cpu"]
-    assert set(cpu["pipelines"]) == {"seed", "tune_norm", "model_step", "tune_norm_contiguous"}
+    assert set(cpu["pipelines"]) == {"seed", "tune_norm", "model_step", "tune_norm_contiguous",
+                                     "tune_norm_torch_dropout"}
     for p in cpu["pipelines"].values():
         assert math.isfinite(p["images_per_s"]) and p["images_per_s"] > 0
         assert p["sec_per_epoch"] == pytest.approx(60_000 / p["images_per_s"])
         assert len(p["rounds_images_per_s"]) == 3
-    assert set(cpu["ratios"]) == {"tune_norm_vs_seed", "model_fraction", "channels_last_speedup"}
+    assert set(cpu["ratios"]) == {"tune_norm_vs_seed", "model_fraction", "channels_last_speedup",
+                                 "fast_dropout_speedup"}
     assert all(math.isfinite(v) and v > 0 for v in cpu["ratios"].values())
     assert "packing" not in cpu and r["settings"]["steps"] == 5
     assert "| ratio (median of per-round ratios) | value |" in res.stdout

@@ -292,6 +292,19 @@ def test_a_running_experiment_is_read_and_what_is_missing_is_said(tmp_path):
     assert rep.cost.set_index("group").loc["All groups", "cpu_s"] == pytest.approx(2 * (4 + 2 + 2))
 
 
+def test_a_resume_sets_orphaned_trial_folders_aside_and_keeps_them(tmp_path):
+    path = fake_experiment(tmp_path / "exp")
+    orphan = path / "trial_t9"  # started after Ray's last snapshot, then the driver died
+    orphan.mkdir()
+    (orphan / "result.json").write_text(json.dumps({"epoch": 1, "val_acc": 50.0, "trial_id": "t9"}) + "\n")
+    assert experiment.orphaned_trials(path) == [orphan]
+    assert "t9" in set(experiment.load(path).trials["trial_id"])  # a running search's newest trials are shown
+    moved = experiment.set_orphans_aside(path)
+    assert moved == [path / "orphaned" / "trial_t9"] and (moved[0] / "result.json").exists()
+    assert experiment.orphaned_trials(path) == []
+    assert list(experiment.load(path).trials["trial_id"]) == ["t1", "t2", "t3", "t4"]
+
+
 def test_report_command_on_a_running_experiment(tmp_path):
     exp = fake_experiment(tmp_path / "exp")
     result = CliRunner().invoke(app, ["report", str(exp), "--no-plots"])

@@ -34,6 +34,7 @@ PIPELINES = {  # name -> description, in table order
     "seed": "seed-style: torchvision MNIST + per-image PIL transforms + DataLoader, contiguous",
     "tune_norm": "tune-norm: Trainer.train_epoch on uint8 tensors, batched augmentation",
     "tune_norm_contiguous": "tune-norm with channels_last off",
+    "tune_norm_torch_dropout": "tune-norm with torch's nn.Dropout (bernoulli_ masks)",
     "tune_norm_amp": "tune-norm with AMP (bf16 autocast)",
     "model_step": "model step only: forward + backward + SGD/OneCycle on one fixed batch",
 }
@@ -118,7 +119,7 @@ class SeedPipeline:
         extra = dict(num_workers=min(4, os.cpu_count() or 1), pin_memory=True) if self.device.type == "cuda" else {}
         self.loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, **extra)
         torch.manual_seed(cfg.seed)
-        self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width).to(self.device)
+        self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width, fast_dropout=False).to(self.device)  # nn.Dropout
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         total = WARMUP_STEPS + steps * rounds
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -203,7 +204,8 @@ def _build(name: str, root: Path, cfg: TrainConfig, steps: int, rounds: int):
         return SeedPipeline(root, cfg, steps, rounds)
     if name == "model_step":
         return StepPipeline(root, cfg, steps, rounds)
-    changes = {"tune_norm_contiguous": {"channels_last": False}, "tune_norm_amp": {"amp": True}}.get(name, {})
+    changes = {"tune_norm_contiguous": {"channels_last": False}, "tune_norm_torch_dropout": {"fast_dropout": False},
+               "tune_norm_amp": {"amp": True}}.get(name, {})
     return TunePipeline(root, cfg.replace(**changes), steps, rounds)
 
 
@@ -234,6 +236,8 @@ def compare(root: Path, cfg: TrainConfig, names: list[str], steps: int, rounds: 
         ratios["model_fraction"] = per_round("tune_norm", "model_step")  # = model-step time / epoch time
     if "tune_norm_contiguous" in rates:
         ratios["channels_last_speedup"] = per_round("tune_norm", "tune_norm_contiguous")
+    if "tune_norm_torch_dropout" in rates and "tune_norm" in rates:
+        ratios["fast_dropout_speedup"] = per_round("tune_norm", "tune_norm_torch_dropout")
     if "tune_norm_amp" in rates:
         ratios["amp_speedup"] = per_round("tune_norm_amp", "tune_norm")
     return out
@@ -372,7 +376,8 @@ def run(root: Path, *, device: str = "auto", threads: int = 0, batch_size: int =
         if device in ("auto", "cpu"):
             log(f"CPU: {threads} thread(s), batch {batch_size}, {steps} steps x {rounds} rounds")
             cfg = base.replace(device="cpu")
-            results["cpu"] = compare(root, cfg, ["seed", "tune_norm", "model_step", "tune_norm_contiguous"], steps, rounds, log)
+            results["cpu"] = compare(root, cfg, ["seed", "tune_norm", "model_step", "tune_norm_contiguous",
+                                                      "tune_norm_torch_dropout"], steps, rounds, log)
             if with_packing and threads > 1:
                 rows = packing(root, cfg, [(1, threads), (threads, 1)], steps, rounds, log)
                 results["cpu"]["packing"] = {"layouts": rows, "verdict": packing_verdict(rows)}
@@ -412,6 +417,7 @@ def _section(title: str, part: dict, device: str) -> list[str]:
         "tune_norm_vs_seed": ("tune-norm epoch speed-up over the seed-style pipeline", "x"),
         "model_fraction": ("model-step time / tune-norm epoch time (share of the epoch in the model)", ""),
         "channels_last_speedup": ("channels_last on vs off (tune-norm)", "x"),
+        "fast_dropout_speedup": ("PCG64 dropout masks vs torch's nn.Dropout (tune-norm)", "x"),
         "amp_speedup": ("AMP bf16 on vs off (tune-norm)", "x"),
     }
     lines += ["", "| ratio (median of per-round ratios) | value |", "|---|---:|"]

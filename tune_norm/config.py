@@ -36,6 +36,7 @@ class TrainConfig:
     subset: int = 0  # train on only this many images (0 = all); val/test shrink to max(subset // 6, 1000): smoke runs
     augment: bool = True
     channels_last: bool = True  # CPU memory format; ignored on CUDA
+    fast_dropout: bool = True  # CPU dropout masks from PCG64 bits (tune_norm.dropout); False = torch's nn.Dropout
     amp: bool = False  # bfloat16 autocast on CUDA
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = all the CPUs this process may use

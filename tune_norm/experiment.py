@@ -113,8 +113,33 @@ def newest(root: Path) -> Path:
     return max(found, key=updated)
 
 
+ORPHANED = "orphaned"  # trial folders Ray's record does not know, moved here by a resume
+
+
+def orphaned_trials(path: Path) -> list[Path]:
+    """Trial folders the newest experiment state does not name: trials started after Ray's last snapshot
+    when the driver died. A resume does not know them, so its searcher samples new trials in their place."""
+    state = _state(Path(path), [])
+    if not state:
+        return []
+    known = {str(info["dir"]) for info in state.values() if info["dir"]}
+    return [d for d in _trial_dirs(Path(path)) if d.name not in known]
+
+
+def set_orphans_aside(path: Path) -> list[Path]:
+    """Move orphaned trial folders into ``path/orphaned/`` (kept, not deleted) so the report counts only the
+    trials of the resumed experiment. Returns where they went."""
+    moved = []
+    for d in orphaned_trials(path):
+        target = Path(path) / ORPHANED / d.name
+        target.parent.mkdir(exist_ok=True)
+        d.rename(target)
+        moved.append(target)
+    return moved
+
+
 def _trial_dirs(path: Path) -> list[Path]:
-    return sorted(d for d in path.iterdir() if d.is_dir() and (
+    return sorted(d for d in path.iterdir() if d.is_dir() and d.name != ORPHANED and (
         d.name.startswith("trial_") or (d / RESULTS).exists() or (d / "params.json").exists()))
 
 

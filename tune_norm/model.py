@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout, MaskRNG
 from .errors import UserError
 from .norms import GROUPED, check_groups, check_kind, make_norm
 
@@ -44,25 +45,29 @@ def check_model_args(norm: str, groups: int, width: int = 1) -> None:
 class Block(nn.Sequential):
     """Conv(no bias) -> ReLU -> Norm -> Dropout, the seed's building block."""
 
-    def __init__(self, cin: int, cout: int, k: int, norm: str, groups: int, dropout: float):
+    def __init__(self, cin: int, cout: int, k: int, norm: str, groups: int, dropout: nn.Module):
         super().__init__(
             nn.Conv2d(cin, cout, k, bias=False),
             nn.ReLU(),
             make_norm(norm, cout, groups),
-            nn.Dropout(dropout),
+            dropout,
         )
 
 
 class Net(nn.Module):
     """28x28 -> 26 -> 24 -> pool 12 -> 1x1 -> 10 -> 8 -> 6 -> GAP -> 1x1 block -> 1x1 -> 10 log-probs."""
 
-    def __init__(self, norm: str = "batch", groups: int = 4, dropout: float = 0.03, width: int = 1):
+    def __init__(self, norm: str = "batch", groups: int = 4, dropout: float = 0.03, width: int = 1,
+                 fast_dropout: bool = True):
         super().__init__()
         check_model_args(norm, groups, width)
         narrow, wide = (c * width for c in BASE_CHANNELS)
+        # one seeded stream for all masks; torch.initial_seed() is the run's seed once torch.manual_seed ran
+        self.mask_rng = MaskRNG(torch.initial_seed())
 
         def block(cin: int, cout: int, k: int = 3) -> Block:
-            return Block(cin, cout, k, norm, layer_groups(groups, cout, wide) or 1, dropout)
+            drop = Dropout(dropout, self.mask_rng) if fast_dropout else nn.Dropout(dropout)
+            return Block(cin, cout, k, norm, layer_groups(groups, cout, wide) or 1, drop)
 
         self.features = nn.Sequential(
             block(1, narrow),

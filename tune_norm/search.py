@@ -20,7 +20,7 @@ from typing import Any
 from . import __version__
 from .config import from_mapping
 from .errors import UserError
-from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config  # the on-disk format lives with its reader
+from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config, set_orphans_aside  # the on-disk format lives with its reader
 from .space import SearchSpec
 
 PARAM_COLUMNS = ("norm", "groups", "l1", "l2", "lr", "batch_size", "dropout", "seed")
@@ -306,6 +306,9 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
     write_provenance(path, spec, settings, gpus)
     fn = _trainable(spec, settings, gpus)
     if resume:
+        for moved in ([] if "://" in path else set_orphans_aside(Path(path))):
+            print(f"{moved.name} started after Ray's last snapshot of the experiment, so the resume does not know "
+                  f"it; moved to {moved} and kept", file=sys.stderr)
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     else:

@@ -54,7 +54,7 @@ class Trainer:
             torch.set_num_threads(self.threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width).to(self.device)
+        self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width, cfg.fast_dropout).to(self.device)
         self.memory_format = (
             torch.channels_last if cfg.channels_last and self.device.type == "cpu" else torch.contiguous_format
         )
@@ -175,6 +175,7 @@ class Trainer:
             "diverged": self.diverged,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "dropout_rng": self.model.mask_rng.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,6 +185,7 @@ class Trainer:
         self.epoch, self.history, self.diverged = state["epoch"], state["history"], state["diverged"]
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        self.model.mask_rng.set_state(state["dropout_rng"])
 
     def save(self, path: Path) -> None:
         torch.save(self.state_dict(), path)
@@ -223,6 +225,8 @@ def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[
     torch.save(trainer.model.state_dict(), out / "model.pt")
     last = rows[-1]
     status = "diverged" if trainer.diverged else "finished"
+    honest = last["test_acc_at_best_val"]
+    at_val = "" if math.isnan(honest) else f"test acc at best val epoch {honest:.2f}%, "
     echo(f"{status}: best test acc {last['best_test_acc']:.2f}% (seed convention: best over epochs), "
-         f"test acc at best val epoch {last['test_acc_at_best_val']:.2f}%, results in {out}")
+         f"{at_val}results in {out}")
     return rows
