@@ -238,35 +238,35 @@ def test_write_files_puts_every_format_in_the_folder(tmp_path):
 
 
 # -- an experiment folder on disk, written by hand ----------------------------------------------------
-def fake_experiment(path: Path, *, name: str = "fake") -> Path:
+def fake_experiment(path: Path, *, name: str = "fake", prefix: str = "") -> Path:
     """A search as it looks while running: one finished trial (grid cell), one running with half a line
-    written, one errored, one pending without a folder."""
+    written, one errored, one pending without a folder. ``prefix`` goes before every trial id."""
     path.mkdir(parents=True)
     spec = {"name": name, "metric": "val_acc", "mode": "max", "num_samples": 5, "search": {"type": "optuna"},
             "scheduler": {"type": "asha"}, "resources": {"cpus_per_trial": 2}, "params": []}
     provenance = {"spec": spec, "gpus_per_trial": 0.5, "command": "tune-norm search x",
                   "settings": {"data_root": "/nowhere"}}
     (path / "tune_norm.json").write_text(json.dumps(provenance))
-    trials = [("t1", "TERMINATED", {"cell": {"norm": "batch", "epochs": 2, "seed": 1}}),
-              ("t2", "RUNNING", {"norm": "group", "epochs": 2, "groups": 2, "l1": None}),
-              ("t3", "ERROR", {"norm": "layer", "epochs": 2}),
-              ("t4", "PENDING", {"norm": "layer", "epochs": 2, "l2": 0.001})]
+    trials = [(prefix + "t1", "TERMINATED", {"cell": {"norm": "batch", "epochs": 2, "seed": 1}}),
+              (prefix + "t2", "RUNNING", {"norm": "group", "epochs": 2, "groups": 2, "l1": None}),
+              (prefix + "t3", "ERROR", {"norm": "layer", "epochs": 2}),
+              (prefix + "t4", "PENDING", {"norm": "layer", "epochs": 2, "l2": 0.001})]
     state = {"trial_data": [[json.dumps({"trial_id": t, "status": s, "config": c,
-                                         "relative_logdir": f"trial_{t}" if t != "t4" else None}),
+                                         "relative_logdir": f"trial_{t}" if t != prefix + "t4" else None}),
                              json.dumps({"num_failures": int(s == "ERROR")})] for t, s, c in trials],
              "runner_data": {}}
     (path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
     for tid, _, config in trials[:3]:
         d = path / f"trial_{tid}"
         d.mkdir()
-        rows = curve(tid, val=[90, 95], test=[91, 94]) if tid == "t1" else curve(tid, val=[80], test=[81])
+        rows = curve(tid, val=[90, 95], test=[91, 94]) if tid == prefix + "t1" else curve(tid, val=[80], test=[81])
         lines = [json.dumps({**r, "config": config, "timestamp": 100 + 10 * r["epoch"], "time_this_iter_s": 5.0})
                  for r in rows]
-        if tid == "t2":
+        if tid == prefix + "t2":
             lines.append('{"epoch": 2, "val_acc"')  # the line being written when we read
         (d / "result.json").write_text("\n".join(lines) + "\n")
         (d / "checkpoint_000000").mkdir()
-        if tid == "t3":
+        if tid == prefix + "t3":
             (d / "error.txt").write_text("Failure # 1\nTraceback ...\n\x1b[36mRuntimeError: injected crash\x1b[0m\n")
         else:
             (d / "checkpoint_000000" / "state.pt").write_bytes(b"not read without plots")
@@ -302,7 +302,48 @@ def test_a_resume_sets_orphaned_trial_folders_aside_and_keeps_them(tmp_path):
     moved = experiment.set_orphans_aside(path)
     assert moved == [path / "orphaned" / "trial_t9"] and (moved[0] / "result.json").exists()
     assert experiment.orphaned_trials(path) == []
-    assert list(experiment.load(path).trials["trial_id"]) == ["t1", "t2", "t3", "t4"]
+    exp = experiment.load(path)
+    assert list(exp.trials["trial_id"]) == ["t1", "t2", "t3", "t4"]
+    assert any("1 trial folder set aside in orphaned/" in m and "trial_t9" in m for m in exp.missing)
+
+
+def test_runs_of_one_space_pool_into_one_report(tmp_path):
+    a = fake_experiment(tmp_path / "a", name="a", prefix="a")
+    b = fake_experiment(tmp_path / "b", name="b", prefix="b")
+    exp = experiment.pool([experiment.load(a), experiment.load(b)])
+    assert len(exp.trials) == 8 and exp.planned == 10 and exp.sources == [a.resolve(), b.resolve()]
+    assert sorted(exp.epochs["trial_id"].unique()) == ["at1", "at2", "at3", "bt1", "bt2", "bt3"]
+    assert any(m.startswith("b: trial bt3 errored") for m in exp.missing)
+    out = tmp_path / "pooled"
+    result = CliRunner().invoke(app, ["report", str(a), str(b), "--no-plots", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"- Folders: {a.resolve()}, {b.resolve()}" in result.stdout and "8 of 10 planned" in result.stdout
+    assert (out / "report.html").exists() and not (a / "report").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda prov: prov["spec"].update(metric="val_loss"), "they differ in metric"),
+    (lambda prov: prov["spec"].update(params=[{"name": "epochs"}]), "they differ in params"),
+    (lambda prov: prov.pop("spec"), "its space is unknown"),
+])
+def test_runs_of_other_spaces_do_not_pool(tmp_path, change, message):
+    a = fake_experiment(tmp_path / "a", prefix="a")
+    b = fake_experiment(tmp_path / "b", prefix="b")
+    prov = json.loads((b / "tune_norm.json").read_text())
+    change(prov)
+    (b / "tune_norm.json").write_text(json.dumps(prov))
+    result = CliRunner().invoke(app, ["report", str(a), str(b), "--no-plots", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_pooling_refuses_repeats_and_needs_out(tmp_path):
+    a = fake_experiment(tmp_path / "a")
+    same_ids = fake_experiment(tmp_path / "b")
+    for args, message in ([str(a), str(a), "--out", str(tmp_path / "o")], "the same experiment folder is given twice"), \
+                         ([str(a), str(same_ids), "--out", str(tmp_path / "o")], "trial t1 appears in more than one"), \
+                         ([str(a), str(same_ids)], "pass --out"):
+        result = CliRunner().invoke(app, ["report", *args, "--no-plots"])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_report_command_on_a_running_experiment(tmp_path):

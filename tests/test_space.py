@@ -98,6 +98,8 @@ def test_bad_space_is_refused_before_anything_runs(tmp_path, label, content, mes
     (["--grace-period", "9"], "grace period 9 is longer than the 2 epochs"),
     (["--set", "lr=-1"], "lr must be greater than 0"),
     (["--set", "nonsense=1"], "unknown config key 'nonsense'"),
+    (["--seeds", "4,5"], "seeds repeat the rows of a grid"),  # smoke.yaml samples with Optuna
+    (["--seeds", "4,five"], "--seeds takes a comma-separated list of integers"),
 ])
 def test_bad_cli_overrides_are_refused(tmp_path, args, message):
     storage = tmp_path / "exp"
@@ -125,3 +127,14 @@ def test_resume_of_a_folder_that_is_no_experiment(tmp_path):
                                       str(tmp_path / "exp"), "--resume"])
     assert result.exit_code == 2 and "is not a tune-norm experiment" in result.output
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["keep.txt"]
+
+
+def test_seeds_override_reruns_a_grid_with_other_seeds():
+    spec = space.load(ROOT / "search_spaces" / "seed.yaml")
+    more = spec.with_overrides(seeds=(4, 5))
+    assert more.seeds == (4, 5) and len(more.cells()) == 7 * 2
+    assert sorted({c["seed"] for c in more.cells()}) == [4, 5]
+    assert [{k: v for k, v in c.items() if k != "seed"} for c in more.cells()[::2]] == \
+        [{k: v for k, v in c.items() if k != "seed"} for c in spec.cells()[::len(spec.seeds)]]
+    result = CliRunner().invoke(app, ["search", str(ROOT / "search_spaces" / "seed.yaml"), "--seeds", "4,4"])
+    assert result.exit_code == 2 and "lists a seed twice" in result.output

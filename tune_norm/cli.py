@@ -101,6 +101,18 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--seeds takes a comma-separated list of integers, e.g. 4,5,6; got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds lists a seed twice: {text!r}")
+    return seeds
+
+
 @app.command(epilog="Example: tune-norm search search_spaces/full.yaml --num-samples 40 --gpus-per-trial 0.25")
 @friendly
 def search(
@@ -116,6 +128,7 @@ def search(
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial, e.g. 0.25 packs four on a GPU."),
     max_failures: Optional[int] = typer.Option(None, help="Retries of a crashed trial from its last checkpoint."),
     epoch_timeout: Optional[float] = typer.Option(None, "--epoch-timeout", help="Seconds an epoch may take before the trial counts as hung."),
+    seeds: Optional[str] = typer.Option(None, help="Grid searches: run every row with these seeds instead of the YAML's, e.g. 4,5,6 to add seeds to a study."),
     set_: list[str] = typer.Option([], "--set", help="Fix a config key for every trial, e.g. --set epochs=3 (repeatable)."),
     name: Optional[str] = typer.Option(None, help="Experiment name (default: the YAML's)."),
     storage: Optional[str] = typer.Option(None, help="Experiment folder or s3:// URI (default ./tune_results/<name>)."),
@@ -135,7 +148,7 @@ def search(
         epoch_timeout_s=epoch_timeout, scheduler__type=scheduler, scheduler__grace_period=grace_period,
         search__type=searcher, search__max_concurrent=max_concurrent,
         resources__cpus_per_trial=cpus_per_trial, resources__gpus_per_trial=gpus_per_trial,
-        set=_parse_sets(set_))
+        seeds=_parse_seeds(seeds), set=_parse_sets(set_))
     for warning in spec.warnings:
         typer.echo(f"warning: {warning}", err=True)
     from . import search as search_mod
@@ -152,10 +165,11 @@ def search(
 ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)
 
 
-@app.command(epilog="Example: tune-norm report tune_results/smoke --format csv --out reports/smoke")
+@app.command(epilog="Example: tune-norm report tune_results/smoke --format csv --out reports/smoke\n\n"
+                     "Pooled: tune-norm report tune_results/seed tune_results/seed_4_5 --out reports/seed")
 @friendly
 def report(
-    experiment: Optional[Path] = typer.Argument(None, help="Experiment folder (default: the newest one in ./tune_results)."),
+    experiments: Optional[list[Path]] = typer.Argument(None, help="Experiment folder (default: the newest one in ./tune_results); several runs of one space (e.g. more seeds) are pooled into one report."),
     format: ReportFormat = typer.Option("markdown", "--format", help="What to print: markdown tables, csv (the main table), json or latex."),
     out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots (default EXPERIMENT/report)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots (then neither checkpoints nor data are read)."),
@@ -166,7 +180,9 @@ def report(
     from . import html as html_mod
     from . import report as report_mod
 
-    exp = experiment_mod.load(experiment or experiment_mod.newest(Path("tune_results")))
+    if experiments and len(experiments) > 1 and out is None:
+        raise UserError("several experiments are pooled into one report: pass --out for its folder")
+    exp = experiment_mod.pool([experiment_mod.load(p) for p in experiments or [experiment_mod.newest(Path("tune_results"))]])
     rep = report_mod.from_experiment(exp)
     folder = (out or exp.path / "report").resolve()
     report_mod.write_files(rep, folder)

@@ -46,6 +46,7 @@ class Experiment:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     missing: list[str] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)  # the folders pooled into this one (see pool)
 
     @property
     def name(self) -> str:
@@ -275,7 +276,58 @@ def load(path: Path | str) -> Experiment:
     else:
         epochs = pd.DataFrame(columns=["trial_id", "epoch"])
     missing += _missing(trials, epochs, provenance)
+    orphans = sorted((path / ORPHANED).glob("trial_*"))
+    if orphans:
+        missing.append(f"{_plural(len(orphans), 'trial folder')} set aside in {ORPHANED}/ by a resume (started after "
+                       f"Ray's last snapshot, so the resumed search replaced them; kept, not reported): "
+                       + ", ".join(d.name for d in orphans))
     return Experiment(path=path, provenance=provenance, trials=trials, epochs=epochs, missing=missing)
+
+
+# keys of a spec that decide what a trial is; experiments agreeing on these (seeds aside) may be pooled
+COMPARABLE = ("metric", "mode", "params", "grid", "search", "scheduler")
+
+
+def pool(experiments: list[Experiment]) -> Experiment:
+    """One experiment from several runs of the same space, e.g. seeds 1-3 and later seeds 4-6 of a grid.
+
+    Raises UserError when they rank by different metrics, searched different spaces, or share a trial."""
+    if len(experiments) == 1:
+        return experiments[0]
+    first = experiments[0]
+    paths = [e.path for e in experiments]
+    if len(set(paths)) < len(paths):
+        raise UserError("the same experiment folder is given twice")
+    for other in experiments[1:]:
+        if not (first.spec and other.spec):
+            raise UserError(f"cannot pool {other.path}: without {PROVENANCE} its space is unknown")
+        differ = [k for k in COMPARABLE if first.spec.get(k) != other.spec.get(k)]
+        if differ:
+            raise UserError(f"cannot pool {first.path.name} and {other.path.name}: they differ in "
+                            f"{', '.join(differ)}; pool only runs of one space (with other seeds)")
+    trials = pd.concat([e.trials for e in experiments], ignore_index=True)
+    shared = trials["trial_id"][trials["trial_id"].duplicated()].tolist()
+    if shared:
+        raise UserError(f"cannot pool: trial {shared[0]} appears in more than one folder")
+    trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
+    epochs = pd.concat([e.epochs for e in experiments if not e.epochs.empty] or [first.epochs], ignore_index=True)
+    spec = dict(first.spec)
+    if (spec.get("search") or {}).get("type") == "grid":
+        spec["seeds"] = sorted({s for e in experiments for s in (e.spec.get("seeds") or [])})
+    else:
+        spec["num_samples"] = sum(int(e.spec.get("num_samples") or 0) for e in experiments)
+    spec["name"] = " + ".join(e.name for e in experiments)
+    provenance = {**first.provenance, "spec": spec}
+    for key in ("command", "git_commit", "started"):
+        values = list(dict.fromkeys(str(e.provenance[key]) for e in experiments if e.provenance.get(key)))
+        if values:
+            provenance[key] = values[0] if len(values) == 1 else " | ".join(values)
+    missing = [f"{e.path.name}: {m}" for e in experiments for m in e.missing]
+    if len({e.resources for e in experiments}) > 1:
+        missing.append("the pooled experiments gave trials different resources; cost uses the first one's "
+                       f"({first.resources[0]:g} CPU, {first.resources[1]:g} GPU per trial)")
+    return Experiment(path=first.path, provenance=provenance, trials=trials, epochs=epochs, missing=missing,
+                      sources=paths)
 
 
 def _plural(n: int, word: str) -> str:

@@ -352,7 +352,8 @@ def experiment_facts(exp) -> list[tuple[str, str]]:
     counts = trials["status"].value_counts()
     statuses = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
     planned = f" of {exp.planned} planned" if exp.planned else ""
-    facts = [("Folder", str(exp.path)), ("Trials", f"{len(trials)}{planned} ({statuses or 'none'})")]
+    where = ("Folders", ", ".join(map(str, exp.sources))) if exp.sources else ("Folder", str(exp.path))
+    facts = [where, ("Trials", f"{len(trials)}{planned} ({statuses or 'none'})")]
     if spec:
         search, sched = spec.get("search") or {}, spec.get("scheduler") or {}
         how = f"{search.get('type', '?')} search, {sched.get('type', '?')} scheduler"

@@ -248,10 +248,14 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def _git_commit() -> str | None:
+    """HEAD of the checkout this package runs from, with ' (uncommitted changes)' when tracked files differ."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
+        commit = git("rev-parse", "HEAD")
+        return commit and commit + (" (uncommitted changes)" if git("status", "--porcelain", "-uno") else "") or None
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -265,6 +265,9 @@ def check_spec(spec: SearchSpec) -> SearchSpec:
     else:
         if spec.grid:
             raise r.fail("grid", f"a grid list needs search.type grid, not {spec.search.type}")
+        if spec.seeds:
+            raise r.fail("seeds", f"seeds repeat the rows of a grid; this {spec.search.type} search samples seed "
+                                  "like any other key in space")
         for where, values in _probes(spec):
             _check_config(r, where, values)
     if spec.metric.startswith(("val", "best_val", "test_acc_at")):
