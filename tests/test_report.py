@@ -441,3 +441,11 @@ def report_slug(group: str) -> str:
     from tune_norm.plots import slug
 
     return slug(group)
+
+
+def test_accuracy_vs_batch_size_zooms_only_when_one_setup_is_far_below():
+    from tune_norm.plots import zoom_range
+
+    assert zoom_range([(98.2, 0.2), (98.5, 0.1), (97.9, 0.3)]) is None  # within 3 points: one panel
+    low, high = zoom_range([(75.0, 6.0), (98.2, 0.2), (98.5, 0.1), (97.9, 0.3)])
+    assert 97.4 < low < 97.6 and 98.6 < high < 98.8  # the near-best means and their error bars, padded

@@ -259,14 +259,28 @@ def _tick(v: Any, name: str) -> str:
     return str(v) if pd.isna(n) else f"{float(n):g}"
 
 
+ZOOM_SPREAD = 3.0  # points: when the means span more than this, a second panel zooms in on the best ones
+
+
+def zoom_range(points: list[tuple[float, float]], spread: float = ZOOM_SPREAD) -> tuple[float, float] | None:
+    """y-limits of a panel showing the (mean, std) points within ``spread`` / 1.5 of the best mean, or None when
+    every mean is within ``spread`` of the best (one panel shows the differences well enough)."""
+    means = [m for m, _ in points]
+    top = max(means)
+    if top - min(means) <= spread:
+        return None
+    near = [(m, s) for m, s in points if m >= top - spread / 1.5]
+    low, high = min(m - s for m, s in near), max(m + s for m, s in near)
+    pad = max(0.05, 0.1 * (high - low))
+    return low - pad, high + pad
+
+
 def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path) -> Path:
     """Per norm (and regularization): mean ± std over the finished seeds of each batch size's best setup,
-    with every trial as a faint dot."""
+    with every trial as a faint dot; a zoomed second panel when one setup is far below the others."""
     from .report import best_setups, regularization_label
 
     rows = summary[summary["epochs_run"] > 0]
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax = fig.subplots()
     lines: dict[str, list[tuple[float, float, float]]] = {}
     for group, seeds in best_setups(rows).items():
         first = seeds.iloc[0]
@@ -275,23 +289,31 @@ def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path) -> Pat
         values = done if len(done) else seeds[value].iloc[:1]
         std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         lines.setdefault(name, []).append((float(first["batch_size"]), float(values.mean()), std))
+    zoom = zoom_range([(m, s) for points in lines.values() for _, m, s in points])
+    fig = Figure(figsize=(13 if zoom else 8, 5), layout="constrained")
+    axes = fig.subplots(1, 2 if zoom else 1, squeeze=False)[0]
     colors = _colors(list(lines))
-    for name, points in lines.items():
-        points.sort()
-        x, y, err = zip(*points)
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colors[name], label=name)
-        members = rows[[norm_label(n) + regularization_label(a, b) == name
-                        for n, a, b in zip(rows["norm"], rows["l1"], rows["l2"])]]
-        ax.scatter(members["batch_size"].astype(float), members[value], s=12, alpha=0.3, color=colors[name])
-    ax.set_xscale("log", base=2)
     sizes = sorted(rows["batch_size"].astype(int).unique())
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.minorticks_off()
-    ax.set_xlabel("batch size")
-    ax.set_ylabel(_value_label(value))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title("Accuracy vs batch size (line: best setup, mean ± std over seeds; dots: every trial)")
+    for ax in axes:
+        for name, points in lines.items():
+            points.sort()
+            x, y, err = zip(*points)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colors[name], label=name)
+            members = rows[[norm_label(n) + regularization_label(a, b) == name
+                            for n, a, b in zip(rows["norm"], rows["l1"], rows["l2"])]]
+            ax.scatter(members["batch_size"].astype(float), members[value], s=12, alpha=0.3, color=colors[name])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(_value_label(value))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if zoom:
+        axes[1].set_ylim(*zoom)
+        axes[1].set_title(f"zoomed on the means within {ZOOM_SPREAD / 1.5:g} points of the best", fontsize="medium")
+        axes[0].set_title("all", fontsize="medium")
+    fig.suptitle("Accuracy vs batch size (line: best setup, mean ± std over seeds; dots: every trial)")
     return _save(fig, path)
 
 
