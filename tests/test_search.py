@@ -121,6 +121,25 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
     raise AssertionError("timed out waiting")
 
 
+def _wait_until_quiet(exp: Path, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
+    """Wait until no file under ``exp`` has been added, removed or grown for ``quiet_s`` seconds."""
+    def snapshot() -> dict:
+        sizes = {}
+        for p in exp.rglob("*"):
+            try:
+                sizes[str(p)] = p.stat().st_size
+            except FileNotFoundError:  # removed while we looked: not quiet yet
+                sizes[str(p)] = -1
+        return sizes
+
+    deadline, last, since = time.time() + timeout, snapshot(), time.time()
+    while time.time() < deadline and time.time() - since < quiet_s:
+        time.sleep(0.5)
+        now = snapshot()
+        if now != last:
+            last, since = now, time.time()
+
+
 def test_resume_after_the_driver_is_killed(tmp_path):
     space = write_space(tmp_path / "resume.yaml", num_samples=6, search={"type": "optuna", "max_concurrent": 2, "seed": 3},
                         scheduler={"type": "fifo"}, num_to_keep=1,
@@ -134,6 +153,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     _wait_for(lambda: finished() >= 2 and list(exp.glob("experiment_state-*.json")), 240, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _wait_until_quiet(exp)  # Ray's workers outlive their killed driver for a moment and may still write
     # a trial that started after Ray's last snapshot of the experiment is unknown to the resume; CI once saw
     # one (7 folders for 6 trials). Make one every time, beside any real ones.
     fake = exp / "trial_0rphan"
@@ -146,7 +166,10 @@ def test_resume_after_the_driver_is_killed(tmp_path):
 
     res = run_cli("search", space, "--storage", exp, "--num-cpus", "2", "--resume")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert {d.name for d in (exp / "orphaned").glob("trial_*")} == orphans and "trial_0rphan" in res.stderr
+    # set aside: every orphan seen here, and any folder a worker of the killed run made in the seconds after the
+    # kill (Ray's workers outlive their driver briefly; CI saw one)
+    moved = {d.name for d in (exp / "orphaned").glob("trial_*")}
+    assert orphans <= moved and "trial_0rphan" in res.stderr, (orphans, moved)
     after = trial_results(exp)
     assert len(after) == 6 and all(len(r) >= 1 and r[-1]["epoch"] == 3 for r in after.values())
     for name, rows in before.items():  # finished trials were not rerun
