@@ -50,8 +50,11 @@ def test_eval_is_identity_and_p_zero_is_free():
     x = torch.randn(4, 8, 5, 5)
     assert Dropout(0.5, MaskRNG(0)).eval()(x) is x
     assert Dropout(0.0, MaskRNG(0)).train()(x) is x
-    tiny = Dropout(0.1 / LEVELS, MaskRNG(0)).train()  # below one 16-bit level: falls back to torch's dropout
-    assert tiny(x).shape == x.shape
+    p = 0.1 / LEVELS  # below one 16-bit level: falls back to torch's dropout, same draws from torch's RNG
+    torch.manual_seed(3)
+    ours = Dropout(p, MaskRNG(0)).train()(x)
+    assert not torch.equal(torch.get_rng_state(), torch.manual_seed(3).get_state())  # torch's RNG was drawn from
+    assert torch.equal(ours, F.dropout(x, p, training=True))
     with pytest.raises(ValueError):
         Dropout(1.0, MaskRNG(0))
 

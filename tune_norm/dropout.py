@@ -31,11 +31,6 @@ class MaskRNG:
         self.gen.bit_generator.state = json.loads(state)
 
 
-def threshold(p: float) -> int:
-    """Drop an element when its int16 uniform is below this; the drop probability is then round(p * 65536) / 65536."""
-    return round(p * LEVELS) - LEVELS // 2
-
-
 class Dropout(nn.Module):
     """``nn.Dropout(p)`` in distribution: each element zeroed with probability p (to 1/65536), the rest scaled
     by 1 / (1 - p). On CPU in training the mask is drawn from ``rng``; elsewhere (CUDA, whose Philox dropout is

@@ -255,7 +255,9 @@ def _git_commit() -> str | None:
 
     try:
         commit = git("rev-parse", "HEAD")
-        return commit and commit + (" (uncommitted changes)" if git("status", "--porcelain", "-uno") else "") or None
+        if not commit:
+            return None
+        return commit + (" (uncommitted changes)" if git("status", "--porcelain", "-uno") else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
