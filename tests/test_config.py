@@ -8,7 +8,8 @@ from tune_norm.errors import UserError
 
 def test_defaults_are_the_seed_recipe():
     cfg = from_mapping({})
-    assert (cfg.norm, cfg.batch_size, cfg.lr, cfg.momentum, cfg.dropout, cfg.epochs) == ("batch", 64, 0.015, 0.7, 0.03, 20)
+    assert (cfg.norm, cfg.batch_size, cfg.lr, cfg.dropout, cfg.epochs) == ("batch", 64, 0.015, 0.03, 20)
+    assert (cfg.momentum, cfg.base_momentum) == (0.95, 0.85)  # what the seed's OneCycleLR really ran
     with pytest.raises(Exception):
         cfg.lr = 1  # frozen
 
@@ -53,3 +54,12 @@ def test_yaml_is_read_safely(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="must hold a mapping"):
         load_yaml(listy)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"momentum": 1.0}, "momentum must be in [0, 1)"),
+    ({"base_momentum": -0.1}, "base_momentum must be in [0, 1)"),
+])
+def test_momentum_bounds(values, message):
+    with pytest.raises(UserError, match=message.replace("[", "\\[").replace("(", "\\(").replace(")", "\\)")):
+        from_mapping(values)

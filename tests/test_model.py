@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from tune_norm.errors import UserError
-from tune_norm.model import Net, count_parameters, valid_groups
-from tune_norm.norms import NORMS
+from tune_norm.model import Net, count_parameters, learns_after_pooling, valid_groups
+from tune_norm.norms import NORMS, make_norm
+
+LEARNABLE = [n for n in NORMS if learns_after_pooling(n, 4)]
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer", "group"])
@@ -13,7 +15,7 @@ def test_seed_parameter_count(norm):
     assert count_parameters(Net(norm)) == 7704
 
 
-@pytest.mark.parametrize("norm", list(NORMS))
+@pytest.mark.parametrize("norm", LEARNABLE)
 def test_forward_gives_log_probabilities(norm):
     net = Net(norm).eval()
     out = net(torch.randn(3, 1, 28, 28))
@@ -27,12 +29,36 @@ def test_seed_group_norm_is_two_groups_on_8_and_four_on_16():
     assert counts == {(8, 2), (16, 4)}
 
 
-def test_valid_groups_keep_channels_per_group_constant():
-    assert valid_groups() == [2, 4, 8, 16]
-    with pytest.raises(UserError, match="valid group counts for this net are 2, 4, 8, 16"):
+def test_valid_groups_keep_channels_per_group_constant_and_learn_after_pooling():
+    assert valid_groups() == [2, 4] and valid_groups(width=2) == [2, 4, 8]
+    with pytest.raises(UserError, match="valid group counts for this net are 2, 4$"):
         Net("group", groups=1)
     with pytest.raises(UserError, match="groups=3 does not divide 16"):
         Net("group", groups=3)
+    with pytest.raises(UserError, match="groups=8 leaves 2 channel.* only output \\+-1 .*valid group counts .* 2, 4$"):
+        Net("group", groups=8)
+    with pytest.raises(UserError, match="groups=16 leaves 1 channel.* outputs a constant"):
+        Net("group", groups=16)
+
+
+def test_instance_norm_is_refused_with_the_norms_that_learn():
+    assert LEARNABLE == ["batch", "layer", "group", "none"]
+    with pytest.raises(UserError, match="norm 'instance' cannot learn in this net.*batch, layer, group, none$"):
+        Net("instance")
+
+
+def test_why_after_global_pooling_one_value_is_a_constant_and_two_are_plus_minus_one():
+    """The 1x1 block's norm sees [B, 16, 1, 1]: per-sample statistics over 1 value erase the input, over 2 keep
+    only a sign per group; over 4 (the seed's GroupNorm) the values vary continuously."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 16, 1, 1)
+    instance = make_norm("instance", 16)
+    assert torch.allclose(instance(x), instance(torch.randn(32, 16, 1, 1)), atol=1e-4)  # same output, any input
+    two = make_norm("group", 16, 8)(x).detach()
+    assert torch.allclose(two[:, 0::2], -two[:, 1::2], atol=1e-4)  # each pair is (+a, -a) ...
+    assert (two.abs() > 0.9).float().mean() > 0.9  # ... with a = 1 but for pairs closer than eps
+    four = make_norm("group", 16, 4)(x).detach()
+    assert len(torch.unique(four.abs().round(decimals=2))) > 20
 
 
 def test_width_multiplier_widens():

@@ -18,6 +18,13 @@ def test_every_norm_forwards_and_backprops(kind, channels):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_one_record_per_norm():
+    assert [n.display for n in NORMS.values()] == ["BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "NoNorm"]
+    assert [name for name, n in NORMS.items() if n.grouped] == ["group"]
+    per_sample = {name: n.values_per_sample(16, 4) for name, n in NORMS.items() if n.values_per_sample}
+    assert per_sample == {"layer": 16, "group": 4, "instance": 1}
+
+
 def test_layer_norm_is_one_group_and_group_norm_uses_groups():
     assert make_norm("layer", 16).num_groups == 1
     assert make_norm("group", 16, 4).num_groups == 4

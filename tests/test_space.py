@@ -10,7 +10,7 @@ from tune_norm import space
 from tune_norm.cli import app
 from tune_norm.errors import UserError
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, write_space
 
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
@@ -138,3 +138,23 @@ def test_seeds_override_reruns_a_grid_with_other_seeds():
         [{k: v for k, v in c.items() if k != "seed"} for c in spec.cells()[::len(spec.seeds)]]
     result = CliRunner().invoke(app, ["search", str(ROOT / "search_spaces" / "seed.yaml"), "--seeds", "4,4"])
     assert result.exit_code == 2 and "lists a seed twice" in result.output
+
+
+@pytest.mark.parametrize("metric", ["test_acc", "test_loss", "best_test_acc", "best_test_loss", "test_acc_at_best_val"])
+def test_tuning_on_the_test_set_is_refused_before_ray_starts(tmp_path, metric):
+    path = write_space(tmp_path / "s.yaml", metric=metric)
+    result = run_cli("search", path, "--storage", tmp_path / "exp")
+    assert result.returncode == 2 and not (tmp_path / "exp").exists()
+    assert result.stderr.count("\n") == 1 and f"{metric} is measured on the test set" in result.stderr
+    assert "tune on one of val_acc, val_loss, train_acc, train_loss, best_val_acc" in result.stderr
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"norm": {"choice": ["batch", "group", "instance"]}}, "space.norm: norm 'instance' cannot learn in this net"),
+    ({"groups": {"choice": [2, 8], "when": {"norm": "group"}}}, "space.groups: groups=8 leaves 2 channel(s) per group"),
+])
+def test_spaces_that_cannot_learn_are_refused(tmp_path, space, message):
+    path = write_space(tmp_path / "s.yaml", space=space)
+    result = run_cli("search", path, "--storage", tmp_path / "exp")
+    assert result.returncode == 2 and not (tmp_path / "exp").exists()
+    assert message in result.stderr and result.stderr.count("\n") == 1

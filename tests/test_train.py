@@ -73,3 +73,34 @@ def test_run_to_folder_writes_metrics_and_weights(small, tmp_path):
     assert len(rows) == 1
     state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k) == 7704
+
+
+def momenta(optimizer, scheduler, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["momentum"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_momentum_is_the_seeds_cycle_not_its_0_7(small):
+    """The seed's literal SGD(momentum=0.7) + OneCycleLR(max_lr=0.015): torch cycles the momentum 0.95 -> 0.85
+    -> 0.95 and 0.7 never acts. The default config runs exactly that schedule, step for step."""
+    cfg = TrainConfig(epochs=2, batch_size=500, subset=4000)
+    trainer = train.Trainer(cfg, small)
+    w = torch.zeros(1, requires_grad=True)
+    seed_opt = torch.optim.SGD([w], lr=0.015, momentum=0.7)
+    seed_sched = torch.optim.lr_scheduler.OneCycleLR(seed_opt, max_lr=0.015, epochs=2, steps_per_epoch=8)
+    theirs = momenta(seed_opt, seed_sched, 16)
+    ours = momenta(trainer.optimizer, trainer.scheduler, 16)
+    assert ours == pytest.approx(theirs) and 0.7 not in theirs
+    assert max(ours) == pytest.approx(0.95) and min(ours) == pytest.approx(0.85, abs=2e-3)
+    assert "0.95 -> 0.85 -> 0.95" in train.describe_momentum(cfg)
+
+
+def test_base_momentum_equal_to_momentum_is_a_constant_momentum(small):
+    cfg = TrainConfig(epochs=2, batch_size=500, subset=4000, momentum=0.7, base_momentum=0.7)
+    trainer = train.Trainer(cfg, small)
+    assert set(momenta(trainer.optimizer, trainer.scheduler, 16)) == {0.7}
+    assert train.describe_momentum(cfg) == "momentum 0.7 (constant)"

@@ -1,4 +1,4 @@
-"""The seed's augmentation (rotation, random affine, brightness/contrast jitter) on whole batches of tensors."""
+"""The seed's training augmentation (rotation, random affine, colour jitter) on whole batches of tensors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,27 @@ import functools
 import torch
 import torch.nn.functional as F
 
-# The seed's transforms.Compose, in its order, with units:
-ROTATION_DEG = 6.0  # RandomRotation((-6, 6)), fill 0
-AFFINE_DEG = 7.0  # RandomAffine(degrees=7, ...)
+# The seed's transforms.Compose, literally, run on 8-bit PIL images:
+#   RandomRotation((-6, 6), fill=(1,))
+#   RandomAffine(degrees=7, shear=10, translate=(0.1, 0.1), scale=(0.8, 1.2))
+#   ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+# Here the images are float tensors holding the same 0..255 grey levels, and each step rounds as PIL does, so
+# the batch sees what the seed's PIL pipeline produces (tests/test_augment.py checks both, image by image and in
+# distribution). Units: degrees, fractions of the image size, multiplicative factors, grey levels.
+LEVELS = 255.0  # the 8-bit grey scale the seed's transforms work on
+ROTATION_DEG = 6.0  # RandomRotation((-6, 6))
+ROTATION_FILL = 1.0  # ... fill=(1,): level 1 of 255 in the corners the rotation uncovers (not 0)
+AFFINE_DEG = 7.0  # RandomAffine(degrees=7, ...), fill 0
 SHEAR_DEG = 10.0  # ... shear=10 (x-shear only)
 TRANSLATE_FRAC = 0.1  # ... translate=(0.1, 0.1), in whole pixels as torchvision rounds
 SCALE = (0.8, 1.2)  # ... scale=(0.8, 1.2)
-BRIGHTNESS = 0.2  # ColorJitter(brightness=0.2): factor in [0.8, 1.2]
-CONTRAST = 0.2  # ColorJitter(contrast=0.2): factor in [0.8, 1.2]
+BRIGHTNESS = 0.4  # ColorJitter(brightness=0.4): factor in [0.6, 1.4]
+CONTRAST = 0.4  # ColorJitter(contrast=0.4): factor in [0.6, 1.4]
+# ColorJitter's saturation=0.4 and hue=0.1 leave a one-channel image unchanged (PIL's Color enhancer blends the
+# image with itself; torchvision's adjust_hue returns grey images as they are). What they do change is nothing
+# but the order: ColorJitter applies its four adjustments in a random permutation per image, so brightness
+# comes before contrast with probability 1/2, and the order matters (contrast uses the image's mean).
+BRIGHTNESS_FIRST_P = 0.5
 
 
 def inverse_affine(angle, tx, ty, scale, shear_x, shear_y=None) -> torch.Tensor:
@@ -53,17 +66,32 @@ def warp(images: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid.reshape(b, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def jitter(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
-    """torchvision's adjust_brightness then adjust_contrast, per image factors [B]."""
-    images = (images * brightness.view(-1, 1, 1, 1)).clamp_(0, 1)
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    c = contrast.view(-1, 1, 1, 1)
-    return (c * images + (1 - c) * mean).clamp_(0, 1)
+def brightness(levels: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance.Brightness on 8-bit levels: blend with black, truncate to a whole level, clip."""
+    return (levels * factor).floor_().clamp_(0, LEVELS)
+
+
+def contrast(levels: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance.Contrast on 8-bit levels: blend with the image's mean rounded to a whole level."""
+    mean = levels.mean(dim=(1, 2, 3), keepdim=True).add_(0.5).floor_()
+    return (mean + factor * (levels - mean)).floor_().clamp_(0, LEVELS)
+
+
+def jitter(levels: torch.Tensor, p: dict) -> torch.Tensor:
+    """ColorJitter on grey images: brightness and contrast, brightness first where ``p["brightness_first"]``."""
+    b, c = p["brightness"].view(-1, 1, 1, 1), p["contrast"].view(-1, 1, 1, 1)
+    first = p["brightness_first"].view(-1, 1, 1, 1)
+    levels = torch.where(first, brightness(levels, b), levels)
+    levels = contrast(levels, c)
+    return torch.where(first, levels, brightness(levels, b))
 
 
 def sample_params(n: int, size: int = 28, generator: torch.Generator | None = None, device="cpu") -> dict:
-    """Draw the per-image random parameters of the seed's transforms."""
-    u = lambda lo, hi: torch.empty(n).uniform_(lo, hi, generator=generator).to(device)  # noqa: E731
+    """Draw the per-image random parameters of the seed's transforms on ``device``, with ``generator``
+    (which must live on that device: the Trainer's does)."""
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return torch.empty(n, device=device).uniform_(lo, hi, generator=generator)
+
     max_t = TRANSLATE_FRAC * size
     return {
         "rotation": u(-ROTATION_DEG, ROTATION_DEG),
@@ -74,19 +102,21 @@ def sample_params(n: int, size: int = 28, generator: torch.Generator | None = No
         "shear": u(-SHEAR_DEG, SHEAR_DEG),
         "brightness": u(1 - BRIGHTNESS, 1 + BRIGHTNESS),
         "contrast": u(1 - CONTRAST, 1 + CONTRAST),
+        "brightness_first": u(0, 1) < BRIGHTNESS_FIRST_P,
     }
 
 
-def apply(images: torch.Tensor, p: dict) -> torch.Tensor:
-    """Rotation, then affine, then jitter, on float [B, 1, H, W] in [0, 1]."""
+def apply(levels: torch.Tensor, p: dict) -> torch.Tensor:
+    """Rotation (fill level 1), then affine (fill 0), then jitter, on float [B, 1, H, W] grey levels 0..255."""
     zero = torch.zeros_like(p["rotation"])
     one = torch.ones_like(p["rotation"])
-    # RandomRotation rotates counter-clockwise, so torchvision passes -angle to the affine map.
-    images = warp(images, inverse_affine(-p["rotation"], zero, zero, one, zero))
-    images = warp(images, inverse_affine(p["angle"], p["tx"], p["ty"], p["scale"], p["shear"]))
-    return jitter(images, p["brightness"], p["contrast"])
+    # RandomRotation rotates counter-clockwise, so torchvision passes -angle to the affine map. Shifting by the
+    # fill level before and after the zero-filled warp fills with it: exact, the levels are whole numbers.
+    rotated = warp(levels - ROTATION_FILL, inverse_affine(-p["rotation"], zero, zero, one, zero)) + ROTATION_FILL
+    levels = warp(rotated, inverse_affine(p["angle"], p["tx"], p["ty"], p["scale"], p["shear"]))
+    return jitter(levels, p)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Augment a float batch [B, 1, 28, 28] in [0, 1] with freshly drawn parameters."""
-    return apply(images, sample_params(images.shape[0], images.shape[-1], generator, images.device))
+def augment(levels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Augment a float batch [B, 1, 28, 28] of grey levels 0..255 with freshly drawn parameters."""
+    return apply(levels, sample_params(levels.shape[0], levels.shape[-1], generator, levels.device))

@@ -80,16 +80,15 @@ def torchvision_root(root: Path, cache: Path | None = None) -> Path:
 
 
 def seed_transforms():
-    """The seed's training transforms, per PIL image."""
+    """The seed's training transforms, per PIL image: its notebook's literal arguments, not our constants."""
     from torchvision import transforms
 
     return transforms.Compose([
-        transforms.RandomRotation((-augment.ROTATION_DEG, augment.ROTATION_DEG), fill=0),
-        transforms.RandomAffine(degrees=augment.AFFINE_DEG, shear=augment.SHEAR_DEG,
-                                translate=(augment.TRANSLATE_FRAC,) * 2, scale=augment.SCALE),
-        transforms.ColorJitter(brightness=augment.BRIGHTNESS, contrast=augment.CONTRAST),
+        transforms.RandomRotation((-6.0, 6.0), fill=(1,)),
+        transforms.RandomAffine(degrees=7, shear=10, translate=(0.1, 0.1), scale=(0.8, 1.2)),
+        transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
         transforms.ToTensor(),
-        transforms.Normalize((data_mod.MEAN,), (data_mod.STD,)),
+        transforms.Normalize((0.1307,), (0.3081,)),
     ])
 
 
@@ -120,7 +119,8 @@ class SeedPipeline:
         self.loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, **extra)
         torch.manual_seed(cfg.seed)
         self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width, fast_dropout=False).to(self.device)  # nn.Dropout
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        # the seed's literal SGD(momentum=0.7); its OneCycleLR below cycles the momentum 0.95 -> 0.85 -> 0.95 anyway
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=0.7)
         total = WARMUP_STEPS + steps * rounds
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=cfg.lr, epochs=math.ceil(total / len(self.loader)) + 1,
@@ -174,8 +174,8 @@ class StepPipeline:
     def __init__(self, root: Path, cfg: TrainConfig, steps: int, rounds: int):
         n = cfg.batch_size
         self.trainer = tr = Trainer(cfg.replace(epochs=rounds + 1), MNIST(_train_split(root, steps * n), EMPTY, EMPTY))
-        x = augment.augment(tr.train_set.images[:n].unsqueeze(1).float().div_(255), tr.generator)
-        self.x = normalize(x).contiguous(memory_format=tr.memory_format)
+        x = augment.augment(tr.train_set.images[:n].unsqueeze(1).float(), tr.generator)
+        self.x = normalize(x.div_(augment.LEVELS)).contiguous(memory_format=tr.memory_format)
         self.y = tr.train_set.labels[:n]
         self.steps = steps
         self.run(min(steps, WARMUP_STEPS))

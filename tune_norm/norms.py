@@ -1,54 +1,44 @@
-"""The registry of normalization layers: every norm is built by ``make_norm(kind, channels, groups)``."""
+"""The registry of normalization layers: one record per norm; every layer is built by ``make_norm(kind, channels, groups)``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
 from .errors import UserError
 
-# name -> (constructor taking channels first, display name, whether it uses a group count)
-NormBuilder = Callable[[int, int], nn.Module]
+
+@dataclass(frozen=True)
+class Norm:
+    """One normalization: how to build it over ``channels`` (with a group count), and what its statistics
+    average over on a 1x1 feature map (after global pooling), where a statistic over too few values erases
+    the signal: one value normalises to a constant, two to +-1."""
+
+    name: str
+    display: str
+    build: Callable[[int, int], nn.Module]
+    grouped: bool = False  # takes a group count
+    # values one per-sample mean/variance averages over on a 1x1 map, from (channels, groups); None where the
+    # statistics are not per sample (BatchNorm: over the batch) or there are none
+    values_per_sample: Callable[[int, int], int] | None = None
 
 
-def _batch(channels: int, groups: int) -> nn.Module:
-    return nn.BatchNorm2d(channels)
-
-
-def _layer(channels: int, groups: int) -> nn.Module:
-    return nn.GroupNorm(1, channels)
-
-
-def _group(channels: int, groups: int) -> nn.Module:
-    return nn.GroupNorm(groups, channels)
-
-
-def _instance(channels: int, groups: int) -> nn.Module:
-    return nn.GroupNorm(channels, channels)  # one group per channel, with affine params
-
-
-def _none(channels: int, groups: int) -> nn.Module:
-    return nn.Identity()
-
-
-NORMS: dict[str, NormBuilder] = {
-    "batch": _batch,
-    "layer": _layer,
-    "group": _group,
-    "instance": _instance,
-    "none": _none,
+NORMS: dict[str, Norm] = {
+    n.name: n
+    for n in (
+        Norm("batch", "BatchNorm", lambda c, g: nn.BatchNorm2d(c)),
+        Norm("layer", "LayerNorm", lambda c, g: nn.GroupNorm(1, c), values_per_sample=lambda c, g: c),
+        Norm("group", "GroupNorm", lambda c, g: nn.GroupNorm(g, c), grouped=True,
+             values_per_sample=lambda c, g: c // g),
+        # one group per channel, with affine params
+        Norm("instance", "InstanceNorm", lambda c, g: nn.GroupNorm(c, c), values_per_sample=lambda c, g: 1),
+        Norm("none", "NoNorm", lambda c, g: nn.Identity()),
+    )
 }
-
-DISPLAY = {
-    "batch": "BatchNorm",
-    "layer": "LayerNorm",
-    "group": "GroupNorm",
-    "instance": "InstanceNorm",
-    "none": "NoNorm",
-}
-
-GROUPED = frozenset({"group"})
+DISPLAY = {name: n.display for name, n in NORMS.items()}
+GROUPED = frozenset(name for name, n in NORMS.items() if n.grouped)
 
 
 def check_kind(kind: str) -> str:
@@ -75,4 +65,4 @@ def make_norm(kind: str, channels: int, groups: int = 1) -> nn.Module:
     """Build the norm layer ``kind`` over ``channels`` channels (``groups`` only for group norm)."""
     check_kind(kind)
     check_groups(kind, channels, groups)
-    return NORMS[kind](channels, groups)
+    return NORMS[kind].build(channels, groups)

@@ -15,6 +15,7 @@ SCHEDULERS = ("asha", "fifo")
 SEARCHERS = ("optuna", "random", "grid")
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "test_acc", "test_loss",
            "best_val_acc", "test_acc_at_best_val", "best_test_acc", "best_test_loss")
+TUNING_METRICS = tuple(m for m in METRICS if "test" not in m)  # the test set is reported, never tuned on
 TOP_KEYS = ("name", "description", "metric", "mode", "num_samples", "scheduler", "search", "resources",
             "max_failures", "num_to_keep", "epoch_timeout_s", "space", "grid", "seeds")
 
@@ -231,7 +232,10 @@ def check_spec(spec: SearchSpec) -> SearchSpec:
     """Check every setting and every value the space can produce; return the spec with its warnings."""
     r = _Reader(spec.source)
     if spec.metric not in METRICS:
-        raise r.fail("metric", f"expected one of {', '.join(METRICS)}, got {spec.metric!r}")
+        raise r.fail("metric", f"expected one of {', '.join(TUNING_METRICS)}, got {spec.metric!r}")
+    if spec.metric not in TUNING_METRICS:
+        raise r.fail("metric", f"{spec.metric} is measured on the test set, which is only reported, never tuned on; "
+                               f"tune on one of {', '.join(TUNING_METRICS)}")
     if spec.mode not in ("max", "min"):
         raise r.fail("mode", f"expected max or min, got {spec.mode!r}")
     r.number("num_samples", spec.num_samples, int, 1)

@@ -1,4 +1,12 @@
-"""The Ray-free training loop: SGD + OneCycleLR per batch, L1 in the loss, L2 as weight decay, per-epoch metrics."""
+"""The Ray-free training loop: SGD + OneCycleLR per batch, L1 in the loss, L2 as weight decay, per-epoch metrics.
+
+Devices, one rule: the initial weights are drawn on the CPU (``torch.device("cpu")`` around the model's
+construction, whatever torch's default device is) and moved, so a seed gives the same net on every device;
+every tensor of the training step (shuffle, augmentation parameters, metrics, evaluation) is made on the
+data's device with an explicit ``device=``, and every random draw of the step uses ``Trainer.generator``,
+which lives on that device. The one exception is the CPU dropout mask (tune_norm.dropout), drawn from numpy
+on the CPU for CPU tensors only. tests/test_device.py enforces the rule with torch's meta device.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +62,9 @@ class Trainer:
             torch.set_num_threads(self.threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width, cfg.fast_dropout).to(self.device)
+        with torch.device("cpu"):  # weights drawn on the CPU, then moved: the same net on every device
+            self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width, cfg.fast_dropout)
+        self.model = self.model.to(self.device)
         self.memory_format = (
             torch.channels_last if cfg.channels_last and self.device.type == "cpu" else torch.contiguous_format
         )
@@ -69,8 +79,11 @@ class Trainer:
         }
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.l2)
+        # OneCycleLR cycles the momentum opposite to the lr: momentum at the start and end, base_momentum at the
+        # peak (the seed's 0.95 -> 0.85 -> 0.95); base_momentum == momentum keeps it constant
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, pct_start=cfg.pct_start
+            self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
+            pct_start=cfg.pct_start, base_momentum=cfg.base_momentum, max_momentum=cfg.momentum,
         )
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -90,10 +103,10 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            x = images[idx].unsqueeze(1).float().div_(255)
+            x = images[idx].unsqueeze(1).float()  # grey levels 0..255, as the seed's 8-bit PIL transforms see them
             if cfg.augment:
                 x = augment.augment(x, self.generator)
-            x = normalize(x).contiguous(memory_format=self.memory_format)
+            x = normalize(x.div_(augment.LEVELS)).contiguous(memory_format=self.memory_format)
             y = labels[idx]
             with self._autocast():
                 out = model(x)
@@ -174,7 +187,9 @@ class Trainer:
             "history": self.history,
             "diverged": self.diverged,
             "generator": self.generator.get_state(),
+            "generator_device": self.device.type,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "dropout_rng": self.model.mask_rng.get_state(),
         }
 
@@ -183,16 +198,30 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.history, self.diverged = state["epoch"], state["history"], state["diverged"]
-        self.generator.set_state(state["generator"])
+        if state.get("generator_device", "cpu") == self.device.type:
+            self.generator.set_state(state["generator"])
+        else:  # another device's generator state cannot be loaded: a fresh stream, fixed by seed and epoch
+            self.generator.manual_seed(self.cfg.seed * 1_000_003 + self.epoch)
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.model.mask_rng.set_state(state["dropout_rng"])
 
     def save(self, path: Path) -> None:
         torch.save(self.state_dict(), path)
 
     def load(self, path: Path) -> None:
-        """Restore from ``path``; ``weights_only`` refuses anything but tensors and plain values."""
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        """Restore from ``path``, written on any device; ``weights_only`` refuses anything but tensors and plain
+        values. Loaded to the CPU first (RNG states must be CPU tensors); weights and optimizer state then move
+        to this trainer's device. Resuming on another device type is exact but for the step's random stream."""
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def describe_momentum(cfg: TrainConfig) -> str:
+    """The momentum that really runs, in words (OneCycleLR cycles it unless base_momentum == momentum)."""
+    if cfg.base_momentum == cfg.momentum:
+        return f"momentum {cfg.momentum:g} (constant)"
+    return f"momentum {cfg.momentum:g} -> {cfg.base_momentum:g} -> {cfg.momentum:g} (OneCycleLR, opposite to the lr)"
 
 
 def format_row(m: dict[str, Any]) -> str:
@@ -212,7 +241,7 @@ def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[
     (out / "config.json").write_text(json.dumps(cfg.as_dict(), indent=2) + "\n")
     trainer = Trainer(cfg, data)
     echo(f"training {cfg.norm} norm on {trainer.device}, {len(data.train)} train / {len(data.val)} val / "
-         f"{len(data.test)} test images, {cfg.epochs} epochs")
+         f"{len(data.test)} test images, {cfg.epochs} epochs, lr up to {cfg.lr:g}, {describe_momentum(cfg)}")
     echo(TABLE_HEADER)
     for m in trainer.epochs():
         echo(format_row(m))
