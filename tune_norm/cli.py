@@ -54,6 +54,8 @@ def train(
     l1: Optional[float] = typer.Option(None, help="L1 factor: loss += l1 * sum|p|."),
     l2: Optional[float] = typer.Option(None, help="L2 factor: SGD weight_decay."),
     lr: Optional[float] = typer.Option(None, help="OneCycle max learning rate (seed 0.015)."),
+    momentum: Optional[float] = typer.Option(None, help="Momentum at the start and end of the OneCycle (seed's real 0.95)."),
+    base_momentum: Optional[float] = typer.Option(None, help="Momentum at the lr peak (0.85); equal to --momentum: constant."),
     dropout: Optional[float] = typer.Option(None, help="Dropout after every norm (seed 0.03)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per step (seed 64)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (seed 20)."),
@@ -76,7 +78,8 @@ def train(
     from .train import run_to_folder
 
     values = config_mod.load_yaml(config) if config else {}
-    options = dict(norm=norm.value if norm else None, groups=groups, l1=l1, l2=l2, lr=lr, dropout=dropout,
+    options = dict(norm=norm.value if norm else None, groups=groups, l1=l1, l2=l2, lr=lr, momentum=momentum,
+                   base_momentum=base_momentum, dropout=dropout,
                    batch_size=batch_size, epochs=epochs, seed=seed, val_size=val_size, subset=subset,
                    device=device, threads=threads, amp=amp)
     values.update({k: v for k, v in options.items() if v is not None})
