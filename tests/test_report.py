@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from io import StringIO
@@ -183,13 +184,26 @@ def test_the_committed_reports_comparisons_recompute_from_their_trials(tmp_path)
         for f in folder.iterdir():
             (copy / f.name).write_bytes(f.read_bytes())
         run = subprocess.run([sys.executable, str(ROOT / "docs" / "results" / "rereport.py"), str(copy)],
-                             capture_output=True, text=True, cwd=ROOT)
+                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert run.returncode == 0, run.stderr
         assert (copy / "comparisons.csv").read_text() == (folder / "comparisons.csv").read_text()
         section = lambda text: text[text.index("## Comparisons"):text.index("## Cost")]  # noqa: E731
         assert section((copy / "report.md").read_text()) == section((folder / "report.md").read_text())
         for f in ("table.csv", "cost.csv", "trials.csv"):  # read back and written again unchanged
             assert (copy / f).read_bytes() == (folder / f).read_bytes()
+
+
+def test_the_pooled_seed_table_gives_the_numbers_the_results_page_states():
+    results = ROOT / "docs" / "results"
+    run = subprocess.run([sys.executable, str(results / "pool_seed_tables.py"), str(results / "seed" / "trials.csv"),
+                          str(results / "seed_4_5" / "trials.csv")], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert ("| seed: best test loss | no regularization | BatchNorm | GroupNorm | 0.0150 | 0.0184 | "
+            "-0.0035 [-0.0055, -0.0014] | 0.005 | 0.03 |") in run.stdout
+    assert "| BatchNorm | GroupNorm | 99.52 | 99.47 | +0.04 [-0.05, +0.14] | 0.29 | 0.88 |" in run.stdout
+    assert "Holm-adjusted over the 8 testable comparisons" in run.stdout
+    assert "- GroupNorm + L1 - GroupNorm: -0.23 (95% CI [-0.36, -0.11])" in run.stdout
 
 
 # -- divergence and cost -------------------------------------------------------------------------------
@@ -265,7 +279,8 @@ def _report() -> report.Report:
 def test_markdown_is_the_default_and_holds_every_section():
     text = report.render(_report())
     for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "seed: best test acc",
-                 "BatchNorm > GroupNorm (accuracy): significant", "Holm p", "trial z errored: boom", "| BatchNorm |", "| GroupNorm |"):
+                 "BatchNorm > GroupNorm (accuracy): significant", "Holm p", "trial z errored: boom", "| BatchNorm |",
+                 "| GroupNorm |"):
         assert part in text
 
 

@@ -42,7 +42,14 @@ def main(paths: list[str]) -> None:
     print(report.markdown_table(report.display(compared, report.comparison_columns())))
     print()
     print(report.comparison_note(compared))
-
+    print()
+    print("Regularization against the same norm without it (L1 ran with BatchNorm and GroupNorm only, L2 with "
+          "LayerNorm and BatchNorm + L1; Welch, Holm over these four tests):")
+    acc = lambda group: trials.loc[trials["group"] == group, "best_test_acc"]  # noqa: E731
+    pairs = (("BatchNorm + L1", "BatchNorm"), ("GroupNorm + L1", "GroupNorm"), ("LayerNorm + L2", "LayerNorm"),
+             ("BatchNorm + L1 + L2", "BatchNorm + L1"))
+    for c in stats.adjust(stats.compare(acc(a), acc(b), a, b, what="accuracy") for a, b in pairs):
+        print(f"- {c.a} - {c.b}: {c.diff:+.2f} (95% CI [{c.low:+.2f}, {c.high:+.2f}]); {c.verdict}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
