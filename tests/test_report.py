@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from io import StringIO
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, run_cli
-from tune_norm import experiment, report
+from tune_norm import experiment, report, stats
 from tune_norm.cli import app
 
 NAN = float("nan")
@@ -131,14 +134,76 @@ def test_norms_are_compared_within_the_same_regularization():
     gl1, gl1_c = seeds("gl", "group", [99.35, 99.45], l1=1e-3)
     summary = report.summarize_trials(*frames(bn + gn + ln + bl1 + gl1, *bn_c, *gn_c, *ln_c, *bl1_c, *gl1_c))
     comp = report.comparisons(summary)
-    pairs = list(zip(comp["stratum"], comp["a"], comp["b"]))
+    pairs = list(zip(comp["stratum"], comp["a"], comp["b"]))[:4]
     assert pairs == [("no regularization", "BatchNorm", "GroupNorm"), ("no regularization", "BatchNorm", "LayerNorm"),
                      ("no regularization", "GroupNorm", "LayerNorm"), ("L1", "BatchNorm + L1", "GroupNorm + L1")]
     verdicts = list(comp["verdict"])
-    assert verdicts[0] == "BatchNorm > GroupNorm: significant, p < 0.001, 5 vs 5 seeds"
-    assert verdicts[1] == "BatchNorm vs LayerNorm: not testable (1 seed), 5 vs 1 seeds"
-    assert verdicts[3].startswith("GroupNorm + L1 > BatchNorm + L1: not significant, p = 0.")
+    # every seed has the same loss curve here, so only the two testable accuracy tests form Holm's family
+    holm = min(1.0, 2 * comp["p"][0])
+    assert verdicts[0] == "BatchNorm > GroupNorm (accuracy): significant, p < 0.001, Holm p < 0.001, 5 vs 5 seeds"
+    assert comp["p_holm"][0] == pytest.approx(holm) and comp["p_holm"][3] == pytest.approx(comp["p"][3])
+    assert verdicts[1] == "BatchNorm vs LayerNorm (accuracy): not testable (1 seed), 5 vs 1 seeds"
+    assert verdicts[3].startswith("GroupNorm + L1 > BatchNorm + L1 (accuracy): not significant, p = 0.")
     assert verdicts[3].endswith("2 vs 2 seeds")
+    assert list(comp["metric"]) == ["test acc @ val epoch"] * 4 + ["seed: best test loss"] * 4
+    assert list(zip(comp["a"], comp["b"]))[4:] == [(a, b) for _, a, b in pairs]
+    assert verdicts[4].startswith("BatchNorm vs GroupNorm (test loss): not testable (every seed scored the same")
+
+
+def test_loss_is_compared_too_lower_is_better_and_holm_covers_both_measures():
+    bn, bn_c = seeds("bn", "batch", [99.50, 99.52, 99.48])
+    gn, gn_c = seeds("gn", "group", [99.49, 99.53, 99.47])
+    bn_loss, gn_loss = [0.0150, 0.0160, 0.0140], [0.0190, 0.0180, 0.0200]
+    for c, lowest in zip(bn_c + gn_c, bn_loss + gn_loss):
+        for row, factor in zip(c, (2.0, 1.0, 1.5)):
+            row["test_loss"] = lowest * factor  # the lowest test loss is at epoch 2
+    rep = report.build(*frames(bn + gn, *bn_c, *gn_c))
+    comp = rep.comparisons
+    assert list(comp["metric"]) == ["test acc @ val epoch", "seed: best test loss"]
+    acc, loss = comp.iloc[0], comp.iloc[1]
+    assert loss["mean_a"] == pytest.approx(0.015) and loss["mean_b"] == pytest.approx(0.019)
+    assert loss["p"] == pytest.approx(stats.compare(bn_loss, gn_loss).p)
+    assert list(comp["p_holm"]) == pytest.approx(stats.holm(comp["p"]))
+    assert loss["p_holm"] == pytest.approx(2 * loss["p"]) and acc["p_holm"] == pytest.approx(acc["p"])
+    assert loss["verdict"].startswith("BatchNorm < GroupNorm (test loss): significant, p = 0.0")
+    assert loss["significant_holm"] and not acc["significant_holm"]
+    assert any("Holm-adjusted over the 2 testable comparisons" in n for n in rep.notes)
+    shown = report.display(comp, report.comparison_columns())
+    assert list(shown.columns) == ["Compared", "Within", "A", "B", "Mean A", "Mean B", "A − B (95% CI)", "p",
+                                   "Holm p", "Verdict"]
+    assert shown.iloc[1]["Mean A"] == "0.0150" and shown.iloc[1]["A − B (95% CI)"].startswith("-0.0040 [")
+    assert shown.iloc[0]["Mean A"] == "99.50" and shown.iloc[1]["Holm p"] == stats.format_p(2 * loss["p"])[4:]
+
+
+def test_the_committed_reports_comparisons_recompute_from_their_trials(tmp_path):
+    """docs/results/rereport.py rebuilds a committed report from its CSVs: the committed comparisons are today's."""
+    for name in ("seed", "seed_4_5", "batch_size"):
+        folder = ROOT / "docs" / "results" / name
+        copy = tmp_path / name
+        copy.mkdir()
+        for f in folder.iterdir():
+            (copy / f.name).write_bytes(f.read_bytes())
+        run = subprocess.run([sys.executable, str(ROOT / "docs" / "results" / "rereport.py"), str(copy)],
+                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert run.returncode == 0, run.stderr
+        assert (copy / "comparisons.csv").read_text() == (folder / "comparisons.csv").read_text()
+        section = lambda text: text[text.index("## Comparisons"):text.index("## Cost")]  # noqa: E731
+        assert section((copy / "report.md").read_text()) == section((folder / "report.md").read_text())
+        for f in ("table.csv", "cost.csv", "trials.csv"):  # read back and written again unchanged
+            assert (copy / f).read_bytes() == (folder / f).read_bytes()
+
+
+def test_the_pooled_seed_table_gives_the_numbers_the_results_page_states():
+    results = ROOT / "docs" / "results"
+    run = subprocess.run([sys.executable, str(results / "pool_seed_tables.py"), str(results / "seed" / "trials.csv"),
+                          str(results / "seed_4_5" / "trials.csv")], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert ("| seed: best test loss | no regularization | BatchNorm | GroupNorm | 0.0150 | 0.0184 | "
+            "-0.0035 [-0.0055, -0.0014] | 0.005 | 0.03 |") in run.stdout
+    assert "| BatchNorm | GroupNorm | 99.52 | 99.47 | +0.04 [-0.05, +0.14] | 0.29 | 0.88 |" in run.stdout
+    assert "Holm-adjusted over the 8 testable comparisons" in run.stdout
+    assert "- GroupNorm + L1 - GroupNorm: -0.23 (95% CI [-0.36, -0.11])" in run.stdout
 
 
 # -- divergence and cost -------------------------------------------------------------------------------
@@ -214,7 +279,8 @@ def _report() -> report.Report:
 def test_markdown_is_the_default_and_holds_every_section():
     text = report.render(_report())
     for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "seed: best test acc",
-                 "BatchNorm > GroupNorm: significant", "trial z errored: boom", "| BatchNorm |", "| GroupNorm |"):
+                 "BatchNorm > GroupNorm (accuracy): significant", "Holm p", "trial z errored: boom", "| BatchNorm |",
+                 "| GroupNorm |"):
         assert part in text
 
 
@@ -227,7 +293,7 @@ def test_csv_json_and_latex_carry_the_same_table():
     assert data["comparisons"][0]["verdict"].startswith("BatchNorm > GroupNorm") and len(data["trials"]) == 6
     tex = report.render(rep, "latex")
     assert r"\begin{tabular}" in tex and r"demo\_1" in tex and r"95\% CI" in tex and r"$\pm$" in tex
-    assert r"BatchNorm $>$ GroupNorm" in tex
+    assert r"BatchNorm $>$ GroupNorm (accuracy)" in tex and "Holm p" in tex
 
 
 def test_write_files_puts_every_format_in_the_folder(tmp_path):

@@ -1,9 +1,10 @@
-"""Seed statistics against hand-computed values: mean, std, t intervals, Welch's test and its verdicts."""
+"""Seed statistics against hand-computed values: mean, std, t intervals, Welch's test, its verdicts and Holm."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from tune_norm import stats
@@ -71,3 +72,61 @@ def test_identical_seeds_have_no_variance_to_test():
                                      (0.0001, "p < 0.001"), (float("nan"), "p = n/a")])
 def test_p_values_are_written_for_people(p, text):
     assert stats.format_p(p) == text
+
+
+# -- Holm's correction ---------------------------------------------------------------------------------------
+def test_holm_on_the_textbook_example():
+    # four hypotheses at alpha 0.05 (Wikipedia, "Holm-Bonferroni method"): 0.005 * 4 = 0.02 and 0.01 * 3 = 0.03
+    # are rejected, 0.03 * 2 = 0.06 stops; 0.04 * 1 would pass alone but is raised to 0.06 (step-down)
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+# Benjamini & Hochberg's (1995) 15 p-values; the adjusted ones were computed independently by statsmodels 0.15.0:
+# statsmodels.stats.multitest.multipletests(P15, method="holm")[1]
+P15 = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719, 0.6528,
+       0.7590, 1.0]
+HOLM15 = [0.0015, 0.0056, 0.0247, 0.114, 0.2211, 0.278, 0.278, 0.278, 0.3213, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_holm_matches_statsmodels_on_fifteen_p_values_in_any_order():
+    assert stats.holm(P15) == pytest.approx(HOLM15, abs=1e-12)
+    order = [7, 0, 14, 3, 11, 1, 9, 5, 12, 2, 8, 13, 4, 10, 6]
+    assert stats.holm([P15[i] for i in order]) == pytest.approx([HOLM15[i] for i in order], abs=1e-12)
+
+
+def test_holm_matches_statsmodels_on_random_families_with_ties():
+    from statsmodels.stats.multitest import multipletests  # a dev dependency: an independent implementation
+
+    rng = np.random.default_rng(12)
+    for m in (1, 2, 3, 8, 24, 50):
+        ps = np.round(rng.uniform(0, 0.2, m) ** 2, 4)  # rounding makes ties
+        assert stats.holm(ps) == pytest.approx(list(multipletests(ps, method="holm")[1]), abs=1e-12)
+
+
+def test_holm_leaves_untestable_comparisons_out_of_the_family():
+    out = stats.holm([0.01, float("nan"), 0.02])
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+    assert stats.holm([]) == []
+
+
+def test_a_loss_names_the_lower_side_first_and_holm_can_overturn_a_raw_verdict():
+    bn, gn = [0.0150, 0.0140, 0.0160, 0.0150, 0.0145], [0.0184, 0.0170, 0.0200, 0.0180, 0.0190]
+    loss = stats.compare(bn, gn, "BatchNorm", "GroupNorm", lower_is_better=True, what="test loss")
+    assert loss.diff < 0 and loss.significant and loss.p < 0.001
+    assert loss.verdict == "BatchNorm < GroupNorm (test loss): significant, p < 0.001, 5 vs 5 seeds"
+    flipped = stats.compare(gn, bn, "GroupNorm", "BatchNorm", lower_is_better=True, what="test loss")
+    assert flipped.verdict == loss.verdict
+    acc = stats.compare([99.52, 99.50, 99.55, 99.49, 99.53], [99.46, 99.51, 99.45, 99.50, 99.47], "BatchNorm",
+                        "GroupNorm", what="accuracy")
+    assert acc.p == pytest.approx(0.03489, abs=1e-5)
+    assert acc.verdict == "BatchNorm > GroupNorm (accuracy): significant, p = 0.03, 5 vs 5 seeds"
+    # a family of three: the loss test (p < 0.001) and the accuracy test twice: 3p, then 2p and 2p for the ties
+    low, first, second = stats.adjust([loss, acc, acc])
+    assert low.p_holm == pytest.approx(3 * loss.p) and first.p_holm == second.p_holm == pytest.approx(2 * acc.p)
+    assert low.verdict == "BatchNorm < GroupNorm (test loss): significant, p < 0.001, Holm p = 0.002, 5 vs 5 seeds"
+    assert first.verdict == ("BatchNorm > GroupNorm (accuracy): not significant after Holm's correction, p = 0.03, "
+                             "Holm p = 0.07, 5 vs 5 seeds")
+    assert first.significant and acc.p_holm != acc.p_holm  # the raw flag stays; the original is not changed
+    untestable = stats.compare([0.02], [0.03, 0.04], "A", "B", lower_is_better=True, what="test loss")
+    assert stats.adjust([untestable])[0] == untestable
+    assert untestable.verdict == "A vs B (test loss): not testable (1 seed), 1 vs 2 seeds"

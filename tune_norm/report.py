@@ -229,27 +229,44 @@ TABLE_KEYS = ["group", "stratum", "norm", "batch_size", "train_acc_last", "best_
 # -- comparisons -------------------------------------------------------------------------------------
 def comparisons(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """Welch's t-test between every two norms with the same regularization (and batch size), over the seeds
-    of each group's best setup."""
+    of each group's best setup: on accuracy (the compared value) and on the lowest test loss, each p also
+    Holm-adjusted over every test of the table (the family this report tests)."""
     value = honest_column(summary)
     setups = best_setups(summary, mode)
     order = group_order(summary)
-    rows = []
+    tests = []
     groups = summary.drop_duplicates("group").set_index("group")
     first = {s: min(order[g] for g in groups.index[groups["stratum"] == s]) for s in groups["stratum"].unique()}
     strata = sorted(first, key=first.get)
-    for stratum in strata:
-        names = sorted((g for g in groups.index[groups["stratum"] == stratum] if g in setups), key=order.get)
-        for a, b in combinations(names, 2):
-            a_seeds, b_seeds = (setups[g].loc[complete(setups[g]), value] for g in (a, b))
-            c = stats.compare(a_seeds, b_seeds, a, b)
-            rows.append({"stratum": stratum, "a": a, "b": b, "n_a": c.n_a, "n_b": c.n_b, "mean_a": c.mean_a,
-                         "mean_b": c.mean_b, "diff": c.diff, "diff_low": c.low, "diff_high": c.high, "t": c.t,
-                         "df": c.df, "p": c.p, "significant": c.significant, "verdict": c.verdict})
+    for metric, column, lower in ((COMPARED[value], value, False), (COMPARED[LOSS], LOSS, True)):
+        for stratum in strata:
+            names = sorted((g for g in groups.index[groups["stratum"] == stratum] if g in setups), key=order.get)
+            for a, b in combinations(names, 2):
+                a_seeds, b_seeds = (setups[g].loc[complete(setups[g]), column] for g in (a, b))
+                c = stats.compare(a_seeds, b_seeds, a, b, lower_is_better=lower,
+                                  what="test loss" if lower else "accuracy")
+                tests.append((metric, stratum, c))
+    rows = [{"metric": metric, "stratum": stratum, "a": c.a, "b": c.b, "n_a": c.n_a, "n_b": c.n_b,
+             "mean_a": c.mean_a, "mean_b": c.mean_b, "diff": c.diff, "diff_low": c.low, "diff_high": c.high,
+             "t": c.t, "df": c.df, "p": c.p, "significant": c.significant, "p_holm": c.p_holm,
+             "significant_holm": bool(c.p_holm < stats.ALPHA), "verdict": c.verdict}
+            for (metric, stratum, _), c in zip(tests, stats.adjust(c for _, _, c in tests))]
     return pd.DataFrame(rows, columns=COMPARISON_KEYS)
 
 
+LOSS = "best_test_loss"  # the loss that comparisons test: the lowest test loss over epochs (the seed's)
+COMPARED = {HONEST: "test acc @ val epoch", SEED_SCORE: "seed: best test acc", LOSS: "seed: best test loss"}
 COMPARISON_KEYS = ["stratum", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_low", "diff_high", "t", "df",
-                   "p", "significant", "verdict"]
+                   "p", "significant", "verdict", "metric", "p_holm", "significant_holm"]
+
+
+def comparison_note(comparisons: pd.DataFrame) -> str:
+    """How to read the comparisons: the test, the two measures, and the family Holm corrects over."""
+    m = int(comparisons["p"].notna().sum()) if len(comparisons) else 0
+    return (f"Comparisons: Welch's t-test, two-sided, alpha = {stats.ALPHA}, on accuracy and on the lowest test loss "
+            f"over epochs (lower is better); 'Holm p' is Holm-adjusted over the {m} testable comparisons of this "
+            "table, both accuracy and loss, and the verdicts are judged on it; 'seeds' are the seeds of each "
+            "group's best setup.")
 
 
 # -- cost --------------------------------------------------------------------------------------------
@@ -331,8 +348,8 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
     else:
         notes.append("There is no validation split (val_size 0), so seed statistics and comparisons use the seed's "
                      "best test accuracy over epochs, which flatters.")
-    notes.append(f"Comparisons: Welch's t-test, two-sided, alpha = {stats.ALPHA}, not corrected for multiple "
-                 "comparisons; 'seeds' are the seeds of each group's best setup.")
+    compared = comparisons(summary, mode)
+    notes.append(comparison_note(compared))
     diverged = int(summary["diverged"].sum())
     if diverged:
         notes.append(f"{diverged} {'trial' if diverged == 1 else 'trials'} diverged (non-finite loss) and stopped "
@@ -341,7 +358,7 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
     missing = list(missing or [])
     if not len(table):
         missing.append("no trial has reported an epoch yet, so there is nothing to compare")
-    return Report(title=title, facts=list(facts or []), table=table, comparisons=comparisons(summary, mode),
+    return Report(title=title, facts=list(facts or []), table=table, comparisons=compared,
                   cost=cost(summary, cpus, gpus), trials=trial_table(summary, table, mode, spec), summary=summary,
                   notes=notes, missing=missing, value=value, scheduler=scheduler, searched=searched(trials, spec))
 
@@ -440,16 +457,25 @@ def table_columns(value: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
 
 
 def comparison_columns() -> list[tuple[str, Callable[[pd.Series], str]]]:
-    pct = _fmt(2)
+    def num(r: pd.Series, key: str, sign: str = "") -> str:
+        digits = 4 if r["metric"] == COMPARED[LOSS] else 2
+        return "" if not math.isfinite(_num(r[key])) else f"{_num(r[key]):{sign}.{digits}f}"
+
+    def p(key: str) -> Callable[[pd.Series], str]:
+        return lambda r: ("" if not math.isfinite(_num(r[key])) else
+                          stats.format_p(r[key]).removeprefix("p ").lstrip("= "))
+
     return [
+        ("Compared", lambda r: _text(r["metric"])),
         ("Within", lambda r: r["stratum"]),
         ("A", lambda r: r["a"]),
         ("B", lambda r: r["b"]),
-        ("Mean A", lambda r: pct(r["mean_a"])),
-        ("Mean B", lambda r: pct(r["mean_b"])),
+        ("Mean A", lambda r: num(r, "mean_a")),
+        ("Mean B", lambda r: num(r, "mean_b")),
         ("A − B (95% CI)", lambda r: "" if not math.isfinite(r["diff_low"]) else
-         f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"),
-        ("p", lambda r: "" if not math.isfinite(r["p"]) else stats.format_p(r["p"]).removeprefix("p ").lstrip("= ")),
+         f"{num(r, 'diff', '+')} [{num(r, 'diff_low', '+')}, {num(r, 'diff_high', '+')}]"),
+        ("p", p("p")),
+        ("Holm p", p("p_holm")),
         ("Verdict", lambda r: r["verdict"]),
     ]
 

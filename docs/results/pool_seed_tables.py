@@ -1,8 +1,9 @@
-"""Pool the per-trial tables (trials.csv) of several committed reports of one grid: 5-seed means and BN vs GN/LN.
+"""Pool the per-trial tables (trials.csv) of several committed reports of one grid: 5-seed means and comparisons.
 
-`tune-norm report A B --out ...` pools experiment folders; this does the same arithmetic, with tune_norm.stats,
-for reports whose experiment folders are gone (seeds 1-3 of seed.yaml ran on another machine; only their report
-was committed). Printed as Markdown.
+`tune-norm report A B --out ...` pools experiment folders; this does the same arithmetic, with tune_norm.stats and
+tune_norm.report.comparisons (accuracy and lowest test loss, Holm-corrected over the table's tests), for reports
+whose experiment folders are gone (seeds 1-3 of seed.yaml ran on another machine; only their report was
+committed). Printed as Markdown.
 
     python docs/results/pool_seed_tables.py docs/results/seed/trials.csv docs/results/seed_4_5/trials.csv
 """
@@ -11,7 +12,7 @@ import sys
 
 import pandas as pd
 
-from tune_norm import stats
+from tune_norm import report, stats
 
 SEED = {  # the seed's single runs: train, test, loss
     "LayerNorm": (98.80, 99.48, 0.0174), "GroupNorm": (98.84, 99.51, 0.0156), "BatchNorm": (98.59, 99.58, 0.0151),
@@ -35,11 +36,20 @@ def main(paths: list[str]) -> None:
               f"| {acc.mean - test:+.2f} | {lo.mean:.4f} ± {lo.std:.4f} | "
               + " / ".join(f"{v:.2f}" for v in rows["best_test_acc"]) + " |")
     print()
-    for a, b in (("BatchNorm", "GroupNorm"), ("BatchNorm", "LayerNorm"), ("BatchNorm + L1", "GroupNorm + L1")):
-        c = stats.compare(trials.loc[trials["group"] == a, "best_test_acc"],
-                          trials.loc[trials["group"] == b, "best_test_acc"], a, b)
-        print(f"- {a} - {b}: {c.diff:+.2f} (95% CI [{c.low:+.2f}, {c.high:+.2f}]); {c.verdict}")
-
+    summary = report.add_groups(trials)
+    summary["score"] = 0.0  # one setup per group (the grid has no search): the score picks nothing here
+    compared = report.comparisons(summary)
+    print(report.markdown_table(report.display(compared, report.comparison_columns())))
+    print()
+    print(report.comparison_note(compared))
+    print()
+    print("Regularization against the same norm without it (L1 ran with BatchNorm and GroupNorm only, L2 with "
+          "LayerNorm and BatchNorm + L1; Welch, Holm over these four tests):")
+    acc = lambda group: trials.loc[trials["group"] == group, "best_test_acc"]  # noqa: E731
+    pairs = (("BatchNorm + L1", "BatchNorm"), ("GroupNorm + L1", "GroupNorm"), ("LayerNorm + L2", "LayerNorm"),
+             ("BatchNorm + L1 + L2", "BatchNorm + L1"))
+    for c in stats.adjust(stats.compare(acc(a), acc(b), a, b, what="accuracy") for a, b in pairs):
+        print(f"- {c.a} - {c.b}: {c.diff:+.2f} (95% CI [{c.low:+.2f}, {c.high:+.2f}]); {c.verdict}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
