@@ -233,6 +233,29 @@ def bench(
         typer.echo(f"results: {json_path}", err=True)
 
 
+cluster_app = typer.Typer(help="Ray cluster-launcher configs (cluster.yaml).", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("check", epilog="Example: tune-norm cluster check cluster.yaml")
+@friendly
+def cluster_check(
+    config: Path = typer.Argument(..., help="The cluster YAML that `ray up` will get."),
+    root: Optional[Path] = typer.Option(None, help="Where `ray up` runs (file_mounts, cluster/iam/); default: "
+                                                   "the YAML's folder."),
+) -> None:
+    """Offline, before `ray up`: Ray's own schema check plus the security policy; one line per problem, exit 1."""
+    from . import cluster
+
+    findings = cluster.check_cluster_file(config, root)
+    for line in findings:
+        typer.echo(f"{config}: {line}")
+    if findings:
+        typer.echo(f"{len(findings)} problem(s) in {config}: fix them before `ray up`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{config}: ok (Ray's schema, network, dashboard, token auth, resources, IAM, mounts, placeholders)")
+
+
 def main() -> None:
     app(prog_name="tune-norm")
 
