@@ -233,7 +233,8 @@ def bench(
         typer.echo(f"results: {json_path}", err=True)
 
 
-cluster_app = typer.Typer(help="Ray cluster-launcher configs (cluster.yaml).", no_args_is_help=True)
+cluster_app = typer.Typer(help="Ray cluster-launcher configs (cluster.yaml).", no_args_is_help=True,
+                          epilog="Example: tune-norm cluster check cluster.yaml")
 app.add_typer(cluster_app, name="cluster")
 
 
