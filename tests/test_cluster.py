@@ -15,9 +15,11 @@ CLI, the rest through the library function.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -459,3 +461,57 @@ def test_search_spreads_trials_over_two_nodes(two_node_cluster, tmp_path):
         nodes.update({r["node_id"] for r in rows})
     assert len(nodes) == 2, f"trials ran on {dict(nodes)}, not on both nodes"
     assert time.monotonic() - started < 200
+
+
+def _dashboard_installed() -> bool:
+    """ray[default]'s extras (the dashboard that serves Ray jobs) are importable."""
+    return all(importlib.util.find_spec(m) is not None for m in ("aiohttp", "aiohttp_cors", "opencensus"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _dashboard_installed(),
+                    reason="needs the cluster extra (ray[default]) for Ray jobs: pip install -e '.[cluster]'")
+def test_job_submit_ships_the_working_dir_to_driver_and_trials(tmp_path):
+    """docs/cluster.md step 2 on a local head: token as cluster.yaml makes it, a job without it is refused, and
+    `ray job submit --working-dir .` runs the submitted copy's code in the driver and in the trials."""
+    data = _data_root()
+    if data is None:
+        pytest.skip("MNIST not found: set TUNE_NORM_DATA to a folder holding MNIST/raw/")
+    base = tempfile.mkdtemp(prefix="tn-job-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=f"{base}/home", PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
+    (token_setup,) = load_cluster()["head_setup_commands"]
+    assert subprocess.run(["bash", "-c", token_setup], env=env, timeout=60).returncode == 0
+    work = tmp_path / "checkout"  # what --working-dir uploads: the project, with a change not installed anywhere
+    for name in ("tune_norm", "search_spaces"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    marker = f"WORKDIR-{secrets.token_hex(4)}"
+    with open(work / "tune_norm" / "search.py", "a") as f:
+        f.write(f"\nprint({marker!r}, __file__, flush=True)\n")
+    dashboard = _free_port()
+    head_dir = f"{base}/head"
+    try:
+        _ray(["start", "--head", f"--port={_free_port()}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={head_dir}",
+              f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats",
+              "--object-store-memory=100000000"], {**env, "RAY_AUTH_MODE": "token"})
+        submit = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address",
+                  f"http://127.0.0.1:{dashboard}", "--working-dir", "."]
+        laptop = {**env, "HOME": f"{base}/laptop"}  # a client with no ~/.ray of its own
+        refused = subprocess.run([*submit, "--", "echo", "hi"], cwd=work, env=laptop, capture_output=True,
+                                 text=True, timeout=120)
+        assert refused.returncode != 0 and "Missing authentication token" in refused.stdout + refused.stderr
+        laptop.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=f"{base}/home/.ray/auth_token")
+        out = subprocess.run([*submit, "--", "tune-norm", "search", "search_spaces/smoke.yaml", "--address", "auto",
+                              "--data", str(data), "--storage", str(tmp_path / "store")],
+                             cwd=work, env=laptop, capture_output=True, text=True, timeout=400)
+        log = out.stdout + out.stderr
+        assert out.returncode == 0 and "4 trials, 0 errored" in log, log[-4000:]
+        shipped = [line for line in log.splitlines() if marker in line]
+        assert shipped and all("working_dir_files" in line for line in shipped), shipped
+        assert any("(pid=" in line for line in shipped), shipped  # a trial worker imported the shipped code too
+    finally:
+        survivors = _stop_cluster([head_dir])
+        shutil.rmtree(base, ignore_errors=True)
+        assert not survivors, f"Ray processes still running after teardown: {survivors}"
