@@ -46,7 +46,8 @@ DOCUMENTATION_NETWORKS = [ipaddress.ip_network(n) for n in
 PLACEHOLDER = re.compile(r"(?i:\bREPLACE\b|\bCHANGE[-_ ]?ME\b|\bYOUR[-_]|<your[^>]*>|\b(?:sg|ami|subnet|vpc)-x{4,})"
                          r"|EXAMPLE|\b123456789012\b")
 # EC2 instance families with NVIDIA GPUs (g4ad has AMD GPUs, which torch's CUDA build cannot use).
-GPU_FAMILIES = re.compile(r"^(g3s?|g4dn|g5|g5g|g6|g6e|gr6|g6f|gr6f|g7e?|p2|p3|p3dn|p4d|p4de|p5|p5e|p5en|p6[a-z0-9-]*)\.")
+GPU_FAMILIES = re.compile(r"^(g3s?|g4dn|g5|g5g|g6|g6e|gr6|g6f|gr6f|g7e?|p2|p3|p3dn|p4d|p4de|p5|p5e|p5en"
+                          r"|p6[a-z0-9-]*)\.")
 IAM_DIR = Path("cluster") / "iam"
 TOKEN_FILE = "~/.ray/auth_token"
 
@@ -177,8 +178,8 @@ def _dashboard_violations(config: dict) -> list[str]:
     for cmd in heads:
         hosts = [h.strip("'\"") for h in re.findall(r"--dashboard-host(?:=|\s+)(\S+)", cmd)]
         if not hosts:
-            problems.append(f"head_start_ray_commands: `{cmd}` does not pass --dashboard-host=127.0.0.1, so the dashboard (which runs "
-                            "code for whoever reaches it) is not bound to loopback")
+            problems.append(f"head_start_ray_commands: `{cmd}` does not pass --dashboard-host=127.0.0.1, so the "
+                            "dashboard (which runs code for whoever reaches it) is not bound to loopback")
         problems += [f"head_start_ray_commands: `{cmd}` binds the dashboard to {h}, not 127.0.0.1" for h in hosts
                      if h not in LOCAL_DASHBOARD_HOSTS]
     return problems
