@@ -259,6 +259,16 @@ def test_check_rejects_mutation(no_network, tmp_path, name):
     assert all("\n" not in f for f in findings)  # one line each
 
 
+@pytest.mark.parametrize("change", [{"available_node_types": [1, 2]}, {"file_mounts": "./tune_norm"},
+                                    {"head_start_ray_commands": "ray start --head"}, {"provider": None}])
+def test_check_survives_shapes_ray_refuses(no_network, tmp_path, change):
+    config = load_cluster()
+    config.update(change)
+    findings = check_config(config, tmp_path)
+    key = next(iter(change))
+    assert findings[0].startswith(f"Ray's schema rejects the file at {key}: "), findings  # not a Python error
+
+
 def test_min_over_max_within_global_limit_needs_our_policy_check(no_network):
     """min_workers 3 > max_workers 2 on a node type while the global max is 4: Ray accepts it."""
     config = load_cluster()

@@ -74,12 +74,17 @@ def check_cluster_file(path: Path, root: Path | None = None) -> list[str]:
         return [f"{path} must hold a mapping of cluster settings, got {type(config).__name__}"]
 
     findings, prepared = ray_findings(config)
-    findings += policy_violations(config)
+    rules = [lambda: policy_violations(config), lambda: placeholder_findings(config),
+             lambda: mount_findings(config, root), lambda: iam_findings(config, root)]
     if prepared is not None:  # Ray's defaults can reintroduce what the file left out (a public dashboard)
-        findings += [f for f in _dashboard_violations(prepared) if f not in findings]
-    findings += placeholder_findings(config)
-    findings += mount_findings(config, root)
-    findings += iam_findings(config, root)
+        rules.insert(1, lambda: [f for f in _dashboard_violations(prepared) if f not in findings])
+    for rule in rules:
+        try:
+            findings += rule()
+        except (AttributeError, TypeError, ValueError, KeyError):
+            if prepared is not None:
+                raise
+            # a shape Ray's schema has already refused (a list where a mapping belongs): that finding says it
     return findings
 
 
@@ -93,11 +98,22 @@ def ray_findings(config: dict) -> tuple[list[str], dict | None]:
             prepared = prepare_config(copy.deepcopy(config))
             validate_config(prepared)
     except jsonschema.ValidationError as e:
-        where = ".".join(str(p) for p in e.absolute_path) or "top level"
-        return [f"Ray's schema rejects the file at {where}: {e.message}"], None
+        return [_schema_finding(e)], None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
+        try:  # prepare_config trips over some wrong shapes before the schema sees them: ask the schema itself
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                validate_config(copy.deepcopy(config))
+        except jsonschema.ValidationError as schema_error:
+            return [_schema_finding(schema_error)], None
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
         return [f"Ray rejects the file: {str(e).strip() or type(e).__name__}"], None
     return [], prepared
+
+
+def _schema_finding(error: Any) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "top level"
+    return f"Ray's schema rejects the file at {where}: {error.message}"
 
 
 def policy_violations(config: dict) -> list[str]:
