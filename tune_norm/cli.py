@@ -236,6 +236,51 @@ def bench(
         typer.echo(f"results: {json_path}", err=True)
 
 
+cluster_app = typer.Typer(help="Ray cluster-launcher configs (cluster.yaml).", no_args_is_help=True,
+                          epilog="Example: tune-norm cluster check cluster.yaml")
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("check", epilog="Example: tune-norm cluster check cluster.yaml")
+@friendly
+def cluster_check(
+    config: Path = typer.Argument(..., help="The cluster YAML that `ray up` will get."),
+    root: Optional[Path] = typer.Option(None, help="Where `ray up` runs (file_mounts, cluster/iam/); default: "
+                                                   "the YAML's folder."),
+) -> None:
+    """Offline, before `ray up`: Ray's own schema check plus the security policy; one line per problem, exit 1."""
+    from . import cluster
+
+    findings = cluster.check_cluster_file(config, root)
+    for line in findings:
+        typer.echo(f"{config}: {line}")
+    if findings:
+        typer.echo(f"{len(findings)} problem(s) in {config}: fix them before `ray up`", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{config}: ok (Ray's schema, network, dashboard, token auth, resources, IAM, mounts, placeholders)")
+
+
+
+@cluster_app.command("setup", epilog="Example: tune-norm cluster setup my-results --ssh-cidr 198.51.7.10/32")
+@friendly
+def cluster_setup(
+    bucket: str = typer.Argument(..., help="The results bucket (created if missing, public access blocked)."),
+    ssh_cidr: str = typer.Option(..., help="The only source SSH is opened to: your public address as a /32."),
+    region: str = typer.Option("us-west-2", help="AWS region; must match provider.region in cluster.yaml."),
+    image: Optional[str] = typer.Option(None, help="AMI for the launch template (default: the newest Deep "
+                                                   "Learning Base OSS Nvidia Driver GPU AMI, Ubuntu 24.04)."),
+    iam_dir: Path = typer.Option(Path("cluster/iam"), help="Folder of the IAM policy files."),
+) -> None:
+    """Once per account and region: the bucket, IAM profiles, security group and launch template it names."""
+    from . import cluster_aws
+
+    done = cluster_aws.setup_aws(bucket, ssh_cidr, region, iam_dir, image=image,
+                                 log=lambda line: typer.echo(line, err=True))
+    typer.echo(f"ready in {done.region}: s3://{done.bucket}, instance profiles {', '.join(done.profiles)}, "
+               f"security group {done.security_group} (tcp/22 from {done.ssh_cidr}), launch template "
+               f"{done.launch_template} ({done.image}); next: tune-norm cluster check cluster.yaml, then "
+               "ray up cluster.yaml")
+
 def main() -> None:
     app(prog_name="tune-norm")
 
