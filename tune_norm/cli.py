@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -159,7 +160,7 @@ def search(
     path = search_mod.experiment_path(spec, storage)
     errors = sum(1 for r in results if r.error)
     typer.echo(f"{len(results)} trials, {errors} errored; results in {path}")
-    typer.echo(f"next: tune-norm report {path}")
+    typer.echo(f"next: tune-norm report {shlex.quote(path)}")  # a URI's query holds '&'
 
 
 ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)
@@ -169,9 +170,9 @@ ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "jso
                      "Pooled: tune-norm report tune_results/seed tune_results/seed_4_5 --out reports/seed")
 @friendly
 def report(
-    experiments: Optional[list[Path]] = typer.Argument(None, help="Experiment folder (default: the newest one in ./tune_results); several runs of one space (e.g. more seeds) are pooled into one report."),
+    experiments: Optional[list[str]] = typer.Argument(None, help="Experiment folder or URI, e.g. s3://bucket/key (default: the newest one in ./tune_results); several runs of one space (e.g. more seeds) are pooled into one report."),
     format: ReportFormat = typer.Option("markdown", "--format", help="What to print: markdown tables, csv (the main table), json or latex."),
-    out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots (default EXPERIMENT/report)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots (default EXPERIMENT/report; ./reports/NAME for a URI)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots (then neither checkpoints nor data are read)."),
     data: Optional[Path] = DataOption,
 ) -> None:
@@ -184,7 +185,7 @@ def report(
         raise UserError("several experiments are pooled into one report: pass --out for its folder")
     exp = experiment_mod.pool([experiment_mod.load(p) for p in experiments or [experiment_mod.newest(Path("tune_results"))]])
     rep = report_mod.from_experiment(exp)
-    folder = (out or exp.path / "report").resolve()
+    folder = (out or experiment_mod.report_folder(exp)).resolve()
     report_mod.write_files(rep, folder)
     images, notes = [], []
     if not no_plots:
