@@ -63,10 +63,10 @@ def test_without_gpus_per_trial_the_fraction_comes_from_the_node_types(cluster, 
     exp = tmp_path / "auto"
     res = _search(cluster, f"file://{exp}", "--num-samples", "2", "--set", "epochs=1")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "the autoscaler can launch gpu_worker (GPU: 1), so each trial asks for 0.25 GPU" in res.stderr
-    assert json.loads((exp / "tune_norm.json").read_text())["gpus_per_trial"] == 0.25
     rows = [r for rs in trial_results(exp).values() for r in rs]
     assert len(rows) == 2 and {r["gpu_ids"] for r in rows} == {"0"}, rows  # ran with a GPU share, not CPU-only
+    assert json.loads((exp / "tune_norm.json").read_text())["gpus_per_trial"] == 0.25
+    assert "the autoscaler can launch gpu_worker (GPU: 1), so each trial asks for 0.25 GPU" in res.stderr
 
 
 @pytest.mark.slow

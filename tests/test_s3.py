@@ -100,7 +100,10 @@ def test_search_kill_resume_and_report_on_s3(bucket, tmp_path):
     try:
         _wait_for(lambda: finished() >= 1 and state(), 240, proc)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the driver (and the local Ray it started)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the driver (and the local Ray it started)
+        except ProcessLookupError:
+            pass
         proc.wait()
     _wait_until_quiet(bucket, prefix)
     assert not (tmp_path / "tune_results").exists()  # nothing went to a local folder
@@ -142,3 +145,7 @@ def test_s3_storage_without_a_bucket_or_with_a_secret_in_the_uri_is_refused(buck
     missing = bucket.uri("runs/none").replace(BUCKET, "no-such-bucket")
     rep = run_cli("report", missing, env=CREDENTIALS, cwd=tmp_path)
     assert rep.returncode == 2 and "does not exist" in rep.stderr and "Traceback" not in rep.stderr, rep.stderr
+    res = run_cli("search", ROOT / "search_spaces" / "smoke.yaml", "--storage", missing, env=CREDENTIALS,
+                  cwd=tmp_path)  # refused before Ray starts: no "Started a local Ray instance"
+    assert res.returncode == 2 and f"error: cannot create {missing}" in res.stderr, res.stderr[-2000:]
+    assert "Ray" not in res.stderr and "Traceback" not in res.stderr

@@ -225,8 +225,6 @@ def _scalar(value: Any) -> Any:
 def load(path: Path | str) -> Experiment:
     """Read the experiment in ``path`` (a folder or a URI such as s3://bucket/key); finished, running or
     interrupted. Raises UserError for other folders."""
-    if re.match(r"^[a-z][a-z0-9+.-]*:/[^/]", str(path)):
-        raise UserError(f"{path} has lost a '/' after its scheme; pass the URI as a string (scheme://...)")
     path = storage.path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist")

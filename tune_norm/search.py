@@ -301,6 +301,8 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")
     if not resume and is_experiment(path):
         raise UserError(f"{path} already holds an experiment; pass --resume to continue it or choose another --storage")
+    if storage_mod.is_uri(path):
+        storage_mod.path(path).mkdir(parents=True, exist_ok=True)  # a missing bucket fails here, before Ray
     from . import data
 
     data.load_raw(Path(data_root))  # fail on missing or corrupt data before Ray starts
@@ -312,7 +314,8 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         from . import clusterview
 
         cluster = clusterview.read()
-        problem = None if storage_mod.is_uri(path) or _names_shared(storage) else cluster.storage_problem(path)
+        shared = storage_mod.is_uri(path) or storage_mod.is_file_uri(storage)
+        problem = None if shared else cluster.storage_problem(path)
         if problem:
             raise UserError(problem)
     gpus = default_gpus(spec, cluster)
@@ -356,7 +359,3 @@ def is_experiment(path: str) -> bool:
     folder = storage_mod.path(path)
     return any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists()
 
-
-def _names_shared(location: str | None) -> bool:
-    """A file:// storage is the user's word that the folder is shared (e.g. NFS mounted at the same path)."""
-    return bool(location) and str(location).lower().startswith("file://")

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .errors import UserError
 
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+MANGLED = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:/[^/]")  # 's3:/b/k': pathlib.Path('s3://b/k') folds the '//'
 SECRET_KEYS = ("secret_key", "session_token")  # pyarrow reads credentials from the query too: keep them out
 
 
@@ -26,6 +27,11 @@ def is_uri(path: object) -> bool:
     """True for 'scheme://...' other than file://, which names a local (or locally mounted) folder."""
     match = SCHEME.match(str(path))
     return bool(match) and match.group(1).lower() != "file"
+
+
+def is_file_uri(path: object) -> bool:
+    """'file:///mnt/x': the user's word that the folder is shared (e.g. NFS mounted at the same path everywhere)."""
+    return str(path).lower().startswith("file://")
 
 
 def local(path: str | Path) -> Path:
@@ -49,6 +55,8 @@ def path(location: str | Path | UriPath) -> Path | UriPath:
     """A pathlib-like handle on ``location``: Path for local folders, UriPath for URIs."""
     if isinstance(location, UriPath):
         return location
+    if MANGLED.match(str(location)):
+        raise UserError(f"{location} has lost a '/' after its scheme; pass the URI as a string (scheme://...)")
     return UriPath(str(location)) if is_uri(location) else local(location)
 
 
@@ -192,7 +200,11 @@ class UriPath:
         self.write_bytes(text.encode())
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
-        self.fs.create_dir(self.key, recursive=True)  # object stores have no real folders: always succeeds
+        """Object stores have no real folders; this checks that the bucket (or root) is there and writable."""
+        try:
+            self.fs.create_dir(self.key, recursive=True)
+        except OSError as e:
+            raise UserError(f"cannot create {self}: {str(e).splitlines()[0]}") from None
 
     def rename(self, target: UriPath) -> UriPath:
         """Move a file or a whole folder (object stores copy and delete)."""
