@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
-HEAD_TYPE = "head"
+HEAD_TYPE = "ray.head.default"  # the fake provider tags its head with this type, whatever the config says
 
 
 def free_port() -> int:

@@ -39,7 +39,7 @@ def test_gpu_search_scales_up_from_zero_packs_four_per_gpu_and_scales_down(clust
     (head,) = cluster.wait_for_nodes(1, timeout=60)  # only the head: no CPU, no GPU
     assert head["resources"].get("GPU", 0) == 0 and head["resources"].get("CPU", 0) == 0, head
     exp = tmp_path / "smoke"
-    res = _search(cluster, f"file://{exp}", "--gpus-per-trial", "0.25")
+    res = _search(cluster, f"file://{exp}", "--gpus-per-trial", "0.25", "--set", "subset=1000")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "4 trials, 0 errored" in res.stdout and "Connecting to existing Ray cluster" in res.stdout + res.stderr
     trials = trial_results(exp)
@@ -61,7 +61,7 @@ def test_gpu_search_scales_up_from_zero_packs_four_per_gpu_and_scales_down(clust
 def test_without_gpus_per_trial_the_fraction_comes_from_the_node_types(cluster, tmp_path):
     assert cluster.wait_for_nodes(1, timeout=60)[0]["resources"].get("GPU", 0) == 0  # no GPU up when it starts
     exp = tmp_path / "auto"
-    res = _search(cluster, f"file://{exp}", "--num-samples", "2", "--set", "epochs=1")
+    res = _search(cluster, f"file://{exp}", "--num-samples", "2", "--set", "epochs=1", "--set", "subset=1000")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [r for rs in trial_results(exp).values() for r in rs]
     assert len(rows) == 2 and {r["gpu_ids"] for r in rows} == {"0"}, rows  # ran with a GPU share, not CPU-only
@@ -95,12 +95,12 @@ def test_node_types_of_an_autoscaler_config():
 
 def test_gpu_share_and_storage_rules():
     gpu_cluster = ClusterView("10.0.0.1", ("10.0.0.1",), 0.0, {"gpu_worker": {"CPU": 4, "GPU": 1}})
-    assert gpu_cluster.gpus_per_trial(1)[0] == 0.25
-    assert ClusterView("10.0.0.1", ("10.0.0.1",), 0.0, {"cpu": {"CPU": 8}}).gpus_per_trial(1) == (0.0, "")
-    assert ClusterView("10.0.0.1", ("10.0.0.1", "10.0.0.2"), 2.0, {}).gpus_per_trial(1) == (0.25, "")
+    assert gpu_cluster.gpus_per_trial()[0] == 0.25
+    assert ClusterView("10.0.0.1", ("10.0.0.1",), 0.0, {"cpu": {"CPU": 8}}).gpus_per_trial() == (0.0, "")
+    assert ClusterView("10.0.0.1", ("10.0.0.1", "10.0.0.2"), 2.0, {}).gpus_per_trial() == (0.25, "")
     unknown = ClusterView("10.0.0.1", ("10.0.0.1",), 0.0, None)
     with pytest.raises(Exception, match="pass --gpus-per-trial"):
-        unknown.gpus_per_trial(1)
+        unknown.gpus_per_trial()
     assert "cannot read the Ray cluster's autoscaler config" in unknown.storage_problem("/x")
     assert "nodes on other machines (10.0.0.2)" in ClusterView("10.0.0.1", ("10.0.0.1", "10.0.0.2"), 0, {}
                                                                 ).storage_problem("/x")

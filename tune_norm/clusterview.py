@@ -34,7 +34,7 @@ class ClusterView:
     def gpu_types(self) -> list[str]:
         return sorted(name for name, res in (self.node_types or {}).items() if res.get("GPU", 0) > 0)
 
-    def gpus_per_trial(self, cpus_per_trial: float) -> tuple[float, str]:
+    def gpus_per_trial(self) -> tuple[float, str]:
         """The GPU share of a trial that did not ask for one, and a sentence saying why (empty: nothing to say).
 
         Raises UserError where the cluster has no GPU up and the node types it may launch are unknown."""

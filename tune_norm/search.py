@@ -236,7 +236,7 @@ def default_gpus(spec: SearchSpec, cluster=None) -> float:
         return spec.resources.gpus_per_trial
     if cluster is None:
         return 0.25 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    gpus, why = cluster.gpus_per_trial(spec.resources.cpus_per_trial)
+    gpus, why = cluster.gpus_per_trial()
     if why:
         print(f"note: {why}", file=sys.stderr)
     return gpus
