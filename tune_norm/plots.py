@@ -127,7 +127,6 @@ def load_model(checkpoint: Path | str, row: pd.Series | dict):
     import torch
 
     from . import storage
-
     from .model import Net
 
     try:

@@ -358,4 +358,3 @@ def is_experiment(path: str) -> bool:
     """True where Ray can restore an experiment: its experiment state or its tuner.pkl is there."""
     folder = storage_mod.path(path)
     return any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists()
-
