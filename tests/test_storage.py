@@ -34,5 +34,5 @@ def test_bad_uris_get_one_sentence():
     with pytest.raises(UserError, match="lost a '/' after its scheme"):
         storage.path(str(Path("s3://bucket/key")))  # what pathlib makes of a URI
     with pytest.raises(UserError, match="keep credentials out of it"):
-        storage.check(URI + "&secret_key=abc")
+        storage.path(URI + "&secret_key=abc")
     storage.check(URI)  # an endpoint is no secret

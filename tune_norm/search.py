@@ -294,8 +294,6 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         resume: bool = False, restart_errored: bool = False, num_cpus: int | None = None,
         num_gpus: int | None = None, verbose: int = 1):
     """Run (or resume) the search described by ``spec``; returns Ray's ResultGrid."""
-    if storage and storage_mod.is_uri(storage):
-        storage_mod.check(storage)
     path = experiment_path(spec, storage)
     if resume and not is_experiment(path):
         raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")

@@ -57,7 +57,10 @@ def path(location: str | Path | UriPath) -> Path | UriPath:
         return location
     if MANGLED.match(str(location)):
         raise UserError(f"{location} has lost a '/' after its scheme; pass the URI as a string (scheme://...)")
-    return UriPath(str(location)) if is_uri(location) else local(location)
+    if not is_uri(location):
+        return local(location)
+    check(str(location))
+    return UriPath(str(location))
 
 
 def split(location: str) -> tuple[str, str]:
