@@ -132,7 +132,7 @@ def search(
     seeds: Optional[str] = typer.Option(None, help="Grid searches: run every row with these seeds instead of the YAML's, e.g. 4,5,6 to add seeds to a study."),
     set_: list[str] = typer.Option([], "--set", help="Fix a config key for every trial, e.g. --set epochs=3 (repeatable)."),
     name: Optional[str] = typer.Option(None, help="Experiment name (default: the YAML's)."),
-    storage: Optional[str] = typer.Option(None, help="Experiment folder or s3:// URI (default ./tune_results/<name>)."),
+    storage: Optional[str] = typer.Option(None, help="Experiment folder or URI: s3://bucket/prefix (any URI pyarrow reads), file:///path for a mount every node shares (default ./tune_results/<name>)."),
     address: Optional[str] = typer.Option(None, help="Join a running Ray cluster ('auto' or host:port); default: start a local Ray."),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for a local Ray (default: all)."),
     num_gpus: Optional[int] = typer.Option(None, help="GPUs for a local Ray (default: detected)."),
