@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -134,7 +135,7 @@ def search(
     seeds: Optional[str] = typer.Option(None, help="Grid searches: run every row with these seeds instead of the YAML's, e.g. 4,5,6 to add seeds to a study."),
     set_: list[str] = typer.Option([], "--set", help="Fix a config key for every trial, e.g. --set epochs=3 (repeatable)."),
     name: Optional[str] = typer.Option(None, help="Experiment name (default: the YAML's)."),
-    storage: Optional[str] = typer.Option(None, help="Experiment folder or s3:// URI (default ./tune_results/<name>)."),
+    storage: Optional[str] = typer.Option(None, help="Experiment folder or URI: s3://bucket/prefix (any URI pyarrow reads), file:///path for a mount every node shares (default ./tune_results/<name>)."),
     address: Optional[str] = typer.Option(None, help="Join a running Ray cluster ('auto' or host:port); default: start a local Ray."),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for a local Ray (default: all)."),
     num_gpus: Optional[int] = typer.Option(None, help="GPUs for a local Ray (default: detected)."),
@@ -162,7 +163,7 @@ def search(
     path = search_mod.experiment_path(spec, storage)
     errors = sum(1 for r in results if r.error)
     typer.echo(f"{len(results)} trials, {errors} errored; results in {path}")
-    typer.echo(f"next: tune-norm report {path}")
+    typer.echo(f"next: tune-norm report {shlex.quote(path)}")  # a URI's query holds '&'
 
 
 ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)
@@ -172,9 +173,9 @@ ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "jso
                      "Pooled: tune-norm report tune_results/seed tune_results/seed_4_5 --out reports/seed")
 @friendly
 def report(
-    experiments: Optional[list[Path]] = typer.Argument(None, help="Experiment folder (default: the newest one in ./tune_results); several runs of one space (e.g. more seeds) are pooled into one report."),
+    experiments: Optional[list[str]] = typer.Argument(None, help="Experiment folder or URI, e.g. s3://bucket/key (default: the newest one in ./tune_results); several runs of one space (e.g. more seeds) are pooled into one report."),
     format: ReportFormat = typer.Option("markdown", "--format", help="What to print: markdown tables, csv (the main table), json or latex."),
-    out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots (default EXPERIMENT/report)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots (default EXPERIMENT/report; ./reports/NAME for a URI)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots (then neither checkpoints nor data are read)."),
     data: Optional[Path] = DataOption,
 ) -> None:
@@ -187,7 +188,7 @@ def report(
         raise UserError("several experiments are pooled into one report: pass --out for its folder")
     exp = experiment_mod.pool([experiment_mod.load(p) for p in experiments or [experiment_mod.newest(Path("tune_results"))]])
     rep = report_mod.from_experiment(exp)
-    folder = (out or exp.path / "report").resolve()
+    folder = (out or experiment_mod.report_folder(exp)).resolve()
     report_mod.write_files(rep, folder)
     images, notes = [], []
     if not no_plots:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import storage
 from .config import TrainConfig
 from .errors import UserError
 
@@ -41,7 +42,7 @@ class Experiment:
     ``missing``: sentences naming what is absent (trials with no results, errored or unfinished trials).
     """
 
-    path: Path
+    path: Path | storage.UriPath
     provenance: dict[str, Any]
     trials: pd.DataFrame
     epochs: pd.DataFrame
@@ -93,11 +94,16 @@ class Experiment:
         row = self.trials.loc[self.trials["trial_id"] == trial_id]
         if row.empty or not row.iloc[0]["checkpoint"]:
             return None
-        return Path(row.iloc[0]["checkpoint"])
+        return storage.path(row.iloc[0]["checkpoint"])
 
 
-def is_experiment(path: Path) -> bool:
-    path = Path(path)
+def report_folder(exp: Experiment) -> Path:
+    """Where the report goes by default: EXPERIMENT/report, or ./reports/NAME (local) for an experiment in a URI."""
+    return Path("reports") / exp.path.name if isinstance(exp.path, storage.UriPath) else Path(exp.path) / "report"
+
+
+def is_experiment(path: Path | storage.UriPath) -> bool:
+    path = storage.path(path)
     return path.is_dir() and (any(path.glob(STATE_GLOB)) or bool(_trial_dirs(path)))
 
 
@@ -120,11 +126,12 @@ ORPHANED = "orphaned"  # trial folders Ray's record does not know, moved here by
 def orphaned_trials(path: Path) -> list[Path]:
     """Trial folders the newest experiment state does not name: trials started after Ray's last snapshot
     when the driver died. A resume does not know them, so its searcher samples new trials in their place."""
-    state = _state(Path(path), [])
+    path = storage.path(path)
+    state = _state(path, [])
     if not state:
         return []
     known = {str(info["dir"]) for info in state.values() if info["dir"]}
-    return [d for d in _trial_dirs(Path(path)) if d.name not in known]
+    return [d for d in _trial_dirs(path) if d.name not in known]
 
 
 def set_orphans_aside(path: Path) -> list[Path]:
@@ -132,7 +139,7 @@ def set_orphans_aside(path: Path) -> list[Path]:
     trials of the resumed experiment. Returns where they went."""
     moved = []
     for d in orphaned_trials(path):
-        target = Path(path) / ORPHANED / d.name
+        target = storage.path(path) / ORPHANED / d.name
         target.parent.mkdir(exist_ok=True)
         d.rename(target)
         moved.append(target)
@@ -216,11 +223,9 @@ def _scalar(value: Any) -> Any:
 
 
 def load(path: Path | str) -> Experiment:
-    """Read the experiment in ``path``; finished, running or interrupted. Raises UserError for other folders."""
-    if re.match(r"^[a-z][a-z0-9+.-]*:/", str(path)):
-        raise UserError("tune-norm report reads local folders; copy the experiment here first "
-                        "(e.g. aws s3 sync) and pass that folder")
-    path = Path(path).expanduser().resolve()
+    """Read the experiment in ``path`` (a folder or a URI such as s3://bucket/key); finished, running or
+    interrupted. Raises UserError for other folders."""
+    path = storage.path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist")
     if not path.is_dir():

@@ -120,14 +120,17 @@ def predict(model, images, batch: int = 1000):
     return torch.cat(preds), torch.cat(confs)
 
 
-def load_model(checkpoint: Path, row: pd.Series | dict):
-    """The trial's Net with the weights of its checkpoint (weights_only: no code runs from the file)."""
+def load_model(checkpoint: Path | str, row: pd.Series | dict):
+    """The trial's Net with the weights of its checkpoint, a file or a URI (weights_only: no code runs from it)."""
+    import io
+
     import torch
 
+    from . import storage
     from .model import Net
 
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(storage.path(checkpoint).read_bytes()), map_location="cpu", weights_only=True)
         model = Net(str(row["norm"]), int(row["groups"]), float(row["dropout"]), int(row["width"]))
         model.load_state_dict(state["model"])
     except Exception as e:  # a torn or foreign file fails in many ways (unpickling, shapes, missing keys)
@@ -168,7 +171,7 @@ def misclassified_for_groups(report: Report, checkpoints: dict[str, str], data_r
             continue
         row = summary.loc[trial]
         try:
-            model, epoch = load_model(Path(checkpoint), row)
+            model, epoch = load_model(checkpoint, row)
             test = data_mod.load(data_root, val_size=int(row["val_size"]), subset=int(row["subset"])).test
         except UserError as e:
             notes.append(f"no misclassified images for {group}: {e}")

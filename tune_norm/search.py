@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from . import storage as storage_mod  # run() takes a `storage` argument
 from .config import from_mapping
 from .errors import UserError
 from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config, set_orphans_aside  # the on-disk format lives with its reader
@@ -224,27 +225,31 @@ def start_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | 
                  log_to_driver=True)
 
 
-def default_gpus(spec: SearchSpec) -> float:
-    """gpus_per_trial: the spec's, else a quarter GPU when Ray sees one (four small trials pack on a GPU)."""
+def default_gpus(spec: SearchSpec, cluster=None) -> float:
+    """gpus_per_trial: the spec's, else a quarter GPU when Ray sees one (four small trials pack on a GPU).
+
+    On a cluster (``cluster``, a clusterview.ClusterView) GPU workers may not be up yet: then the node types
+    its autoscaler can launch decide, and where those are unknown the search refuses (UserError)."""
     import ray
 
     if spec.resources.gpus_per_trial is not None:
         return spec.resources.gpus_per_trial
-    return 0.25 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    if cluster is None:
+        return 0.25 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    gpus, why = cluster.gpus_per_trial()
+    if why:
+        print(f"note: {why}", file=sys.stderr)
+    return gpus
 
 
-def experiment_path(spec: SearchSpec, storage: str | None) -> str:
-    """The experiment folder, absolute (trials run in other working directories); URIs pass through."""
-    if storage and "://" in storage:
-        return storage.rstrip("/")
-    return str(Path(storage or Path("tune_results") / spec.name).expanduser().resolve())
+def experiment_path(spec: SearchSpec, location: str | None) -> str:
+    """The experiment folder, absolute (trials run in other working directories); URIs pass through
+    (file:// ones become their local path)."""
+    return storage_mod.normalized(location or Path("tune_results") / spec.name)
 
 
 def _split(path: str) -> tuple[str, str]:
-    if "://" in path:
-        head, _, name = path.rpartition("/")
-        return head, name
-    return str(Path(path).parent), Path(path).name
+    return storage_mod.split(path)
 
 
 def _git_commit() -> str | None:
@@ -278,17 +283,11 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
                      "ray": ray.__version__, "optuna": optuna.__version__},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    import pyarrow.fs  # local folders and s3:// alike (pyarrow comes with ray[tune])
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else str(Path(path).resolve()))
-    history = f"{root}/{PROVENANCE}"
-    fs.create_dir(root, recursive=True)
-    runs = []
-    if fs.get_file_info(history).type == pyarrow.fs.FileType.File:
-        with fs.open_input_stream(history) as f:
-            runs = json.loads(f.read())["runs"]
-    with fs.open_output_stream(history) as f:
-        f.write((json.dumps({**record, "runs": runs + [record["command"]]}, indent=2, default=str) + "\n").encode())
+    folder = storage_mod.path(path)  # local folders and s3:// alike
+    folder.mkdir(parents=True, exist_ok=True)
+    history = folder / PROVENANCE
+    runs = json.loads(history.read_text())["runs"] if history.exists() else []
+    history.write_text(json.dumps({**record, "runs": runs + [record["command"]]}, indent=2, default=str) + "\n")
 
 
 def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address: str | None = None,
@@ -300,19 +299,30 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")
     if not resume and is_experiment(path):
         raise UserError(f"{path} already holds an experiment; pass --resume to continue it or choose another --storage")
+    if storage_mod.is_uri(path):
+        storage_mod.path(path).mkdir(parents=True, exist_ok=True)  # a missing bucket fails here, before Ray
     from . import data
 
     data.load_raw(Path(data_root))  # fail on missing or corrupt data before Ray starts
     start_ray(address, num_cpus, num_gpus)
     from ray import tune
 
-    gpus = default_gpus(spec)
+    cluster = None
+    if address:  # nodes that do not share this machine's disk need a shared storage, GPU workers may come later
+        from . import clusterview
+
+        cluster = clusterview.read()
+        shared = storage_mod.is_uri(path) or storage_mod.is_file_uri(storage)
+        problem = None if shared else cluster.storage_problem(path)
+        if problem:
+            raise UserError(problem)
+    gpus = default_gpus(spec, cluster)
     settings = RunSettings(data_root=str(data_root), threads=max(1, math.floor(spec.resources.cpus_per_trial)),
                            epoch_timeout_s=spec.epoch_timeout_s)
     write_provenance(path, spec, settings, gpus)
     fn = _trainable(spec, settings, gpus)
     if resume:
-        for moved in ([] if "://" in path else set_orphans_aside(Path(path))):
+        for moved in set_orphans_aside(path):
             print(f"{moved.name} started after Ray's last snapshot of the experiment, so the resume does not know "
                   f"it; moved to {moved} and kept", file=sys.stderr)
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=not restart_errored,
@@ -343,10 +353,6 @@ def _trial_dirname(trial) -> str:
 
 
 def is_experiment(path: str) -> bool:
-    if "://" in path:
-        import pyarrow.fs
-
-        fs, root = pyarrow.fs.FileSystem.from_uri(path)
-        names = [Path(i.path).name for i in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))]
-        return "tuner.pkl" in names or any(n.startswith("experiment_state-") and n.endswith(".json") for n in names)
-    return any(Path(path).glob("experiment_state-*.json")) or (Path(path) / "tuner.pkl").exists()
+    """True where Ray can restore an experiment: its experiment state or its tuner.pkl is there."""
+    folder = storage_mod.path(path)
+    return any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists()
