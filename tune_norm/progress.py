@@ -29,15 +29,16 @@ class Plan:
     mode: str
     early_stopping: bool  # ASHA may stop trials early: the budget and the ETA are upper bounds
     study_file: str | None = None  # the Optuna journal, when there is one
+    searcher: str = "optuna"
 
 
 def quiet_ray(verbose: bool) -> None:
     """Without --verbose, leave out what a default run always printed: the snapshot-frequency warning (a
     snapshot per checkpoint is on purpose: num_to_keep needs it for a correct resume), Ray's INFO lines and
-    its token-auth notice (auth stays on). Users' own settings of these variables win."""
+    its token-auth notice (auth stays on). A user's own setting of the variable wins."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not verbose:
-        for name in ("ray.tune", "ray.train", "ray._private.authentication", "ray._private.worker"):
+        for name in ("ray.tune", "ray.train"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
@@ -81,6 +82,9 @@ class Progress(Callback):
                     f"results in {p.path}")
         self._print(f"  watch: tensorboard --logdir {p.path}"
                     + (f"  |  optuna-dashboard {p.study_file}" if p.study_file else ""))
+        if p.study_file is None and p.searcher != "grid":
+            self._print("  the Optuna study stays in Ray's searcher state (no study file on remote storage); "
+                        "optuna-dashboard needs a local --storage")
 
     # -- the counts ---------------------------------------------------------------------------------
     def line(self, trials: list) -> tuple[str, tuple]:

@@ -339,7 +339,8 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         plan = progress.Plan(name=spec.name, path=path, trials=len(spec.cells()) or spec.num_samples,
                              max_epochs=spec.max_epochs, metric=spec.metric, mode=spec.mode,
                              early_stopping=spec.scheduler.type == "asha",
-                             study_file=str(Path(path) / STUDY_FILE) if search_alg and "://" not in path else None)
+                             study_file=str(Path(path) / STUDY_FILE) if search_alg and "://" not in path else None,
+                             searcher=spec.search.type)
         callbacks = [progress.Progress(plan), *trackers.callbacks(spec.name, path, mlflow=mlflow, wandb=wandb)]
         tuner = tune.Tuner(
             fn,
