@@ -210,7 +210,7 @@ def test_bad_choice_and_bad_set_are_one_line_naming_the_option(tmp_path):
 
     bad = CliRunner().invoke(app, ["search", str(SMOKE), "--scheduler", "hyperband"])
     assert bad.exit_code == 2 and "hyperband" in bad.stderr and "asha" in bad.stderr
-    for value, says in (("epochz=3", "--set epochz: unknown config key"),
+    for value, says in (("epochz=3", "--set epochz=3: unknown config key 'epochz'"),
                         ("lr=-1", "--set lr=-1: space: lr must be greater than 0"),
                         ("batch_size=100000", "--set batch_size=100000: space: batch_size must be between")):
         res = CliRunner().invoke(app, ["search", str(SMOKE), "--set", value, "--storage", str(tmp_path / "x")])

@@ -15,6 +15,7 @@ from ray.tune import Callback
 from .experiment import flat_config
 
 EVERY_S = 30.0  # a line at least this often while epochs finish, even when no trial changes state
+SETTLE_S = 2.0  # changes closer together than this share one line
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class Progress(Callback):
         text, key = self.line(trials)
         moved = text.split(" | ")[1:3] != self.last_text.split(" | ")[1:3]  # epochs or best changed
         now = time.monotonic()
+        if now - self.last_line < SETTLE_S and not force:
+            return  # a trial that ends usually lets the next one start a moment later: one line for both
         if force or key != self.last_key or (moved and now - self.last_line >= self.every_s):
             self._print(text)
             self.last_key, self.last_line, self.last_text = key, now, text

@@ -111,7 +111,7 @@ class SearchSpec:
         shown = " ".join(f"--set {k}={v}" for k, v in sets.items())
         for k in sets:
             if k not in FIELDS:
-                raise UserError(f"--set {k}: unknown config key; valid keys are {', '.join(FIELDS)}")
+                raise UserError(f"--set {k}={sets[k]}: unknown config key {k!r}; valid keys are {', '.join(FIELDS)}")
         params = [p for p in spec.params if p.name not in sets]
         params += [Param(k, "const", (v,)) for k, v in sets.items()]
         try:
