@@ -109,7 +109,8 @@ def test_a_search_prints_progress_lines_not_rays_table(smoke):
     for noise in ("== Status ==", "snapshotting", "driver_artifacts", "Checkpoint successfully created",
                   "Token authentication", "ExperimentalWarning"):
         assert noise not in out + err, noise
-    assert list(exp.glob("trial_*/events.out.tfevents.*"))  # TensorBoard's files, as the README says
+    events = list(exp.glob("trial_*/events.out.tfevents.*"))  # TensorBoard's files, as the README says
+    assert len(events) == 4 and all(b"ray/tune/lr_epoch_start" in e.read_bytes() for e in events)
     assert all("lr" not in row and "lr_epoch_start" in row for row in _last_results(exp).values())
 
 
@@ -187,6 +188,12 @@ def test_version_and_python_m():
     helped = subprocess.run([sys.executable, "-m", "tune_norm", "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
     assert helped.returncode == 0 and "--install-completion" in helped.stdout and "search" in helped.stdout
+    # what the installed bash completion asks the program: the options that complete "--sch"
+    env = {**os.environ, "_TUNE_NORM_COMPLETE": "complete_bash", "COMP_WORDS": "tune-norm search x --sch",
+           "COMP_CWORD": "3"}
+    completed = subprocess.run([sys.executable, "-m", "tune_norm"], capture_output=True, text=True, cwd=ROOT,
+                               timeout=60, env=env)
+    assert completed.stdout.split() == ["--scheduler"], completed.stdout + completed.stderr
 
 
 @pytest.mark.parametrize("command,option,choices", [
