@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -230,3 +231,27 @@ def test_a_missing_study_is_one_sentence(tmp_path):
     with pytest.raises(UserError) as e:
         study.load(tmp_path)
     assert "has no optuna_study.log" in str(e.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
+def test_wandb_without_its_package_is_refused_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from tune_norm.cli import app
+
+    res = CliRunner().invoke(app, ["search", str(SMOKE), "--wandb", "tune-norm", "--storage", str(tmp_path / "x")])
+    assert res.exit_code == 2 and res.stderr == "error: --wandb needs the wandb package: pip install 'tune-norm[wandb]'\n"
+    assert not (tmp_path / "x").exists()
+
+
+def test_on_remote_storage_the_search_says_where_its_study_is():
+    from io import StringIO
+
+    from tune_norm.progress import Plan, Progress
+
+    out = StringIO()
+    Progress(Plan(name="full", path="s3://bucket/tune-norm/full", trials=8, max_epochs=20, metric="val_acc",
+                  mode="max", early_stopping=True), out=out).setup()
+    text = out.getvalue()
+    assert "results in s3://bucket/tune-norm/full" in text and "up to 160 epochs" in text
+    assert "the Optuna study stays in Ray's searcher state" in text and "optuna-dashboard s3" not in text
