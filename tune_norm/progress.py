@@ -34,9 +34,9 @@ class Plan:
 
 
 def quiet_ray(verbose: bool) -> None:
-    """Without --verbose, leave out what a default run always printed: the snapshot-frequency warning (a
-    snapshot per checkpoint is on purpose: num_to_keep needs it for a correct resume), Ray's INFO lines and
-    its token-auth notice (auth stays on). A user's own setting of the variable wins."""
+    """Leave out what a default run always printed: the snapshot-frequency warning (a snapshot per checkpoint is
+    on purpose: num_to_keep needs it for a correct resume; a user's own setting of the variable wins) and, without
+    --verbose, Ray Tune's INFO lines and the token-auth notice of a local Ray (auth stays on)."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not verbose:
         for name in ("ray.tune", "ray.train"):
