@@ -122,6 +122,8 @@ def test_train_from_the_best_trial_reproduces_it(smoke, tmp_path):
     res = run_cli("train", "--from", exp, "--threads", "1", "--out", tmp_path / "best")
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"best trial of {exp}: {best}" in res.stdout
+    source = json.loads((tmp_path / "best" / "source.json").read_text())
+    assert source["trial_id"] == best and source["best"] and source["experiment"] == str(exp)
     rows = json.loads((tmp_path / "best" / "metrics.json").read_text())
     trial = trial_results(exp)[f"trial_{best}"]
     assert [r["val_acc"] for r in rows] == [r["val_acc"] for r in trial]  # same config, same seed, same numbers

@@ -134,6 +134,8 @@ def train(
     if download:
         data_mod.download(root)
     base = (out or Path("runs") / f"{name or cfgs[0].norm}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if from_:
+        retrain.write_source(base, from_, chosen)
     for cfg in cfgs:
         mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
         run_to_folder(cfg, mnist, base / f"seed_{cfg.seed}" if seed_list else base, echo=typer.echo)

@@ -87,3 +87,13 @@ def runs(config: dict[str, Any], *, full_train: bool = False, seeds: tuple[int, 
     if full_train:
         base["val_size"] = 0
     return [{**base, "seed": s} for s in seeds] if seeds else [base]
+
+
+def write_source(folder: Path, experiment: Path, chosen: Pick) -> Path:
+    """source.json beside the model(s): which experiment and trial they were trained from, and why."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "source.json"
+    record = {"experiment": str(Path(experiment).resolve()), "trial_id": chosen.trial_id, "best": chosen.best,
+              "metric": chosen.metric, "score": chosen.score, "trial_config": chosen.config}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
