@@ -32,7 +32,7 @@ def test_smoke_search_end_to_end(tmp_path):
     exp = tmp_path / "smoke"
     home = tmp_path / "home"
     home.mkdir()
-    res = run_cli("search", ROOT / "search_spaces" / "smoke.yaml", "--storage", exp, "--num-cpus", "2",
+    res = run_cli("search", ROOT / "search_spaces" / "smoke.yaml", "--storage", exp, "--num-cpus", "2", "--verbose",
                   env={"HOME": str(home)})
     assert res.returncode == 0, res.stderr[-3000:]
     assert "4 trials, 0 errored" in res.stdout

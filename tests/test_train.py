@@ -20,7 +20,8 @@ def test_one_epoch_on_a_subset_learns(small):
     m = trainer.step()
     assert m["val_acc"] > 70 and m["test_acc"] > 70, m  # chance is 10%
     assert m["train_loss"] < 2.0 and not m["diverged"]
-    assert set(m) >= {"train_acc", "val_loss", "test_loss", "lr", "epoch_seconds", "best_test_acc", "test_acc_at_best_val"}
+    assert set(m) >= {"train_acc", "val_loss", "test_loss", "lr_epoch_start", "epoch_seconds", "best_test_acc",
+                      "test_acc_at_best_val"}
 
 
 def test_divergence_ends_the_run_with_finite_metrics(small):

@@ -13,20 +13,41 @@ import typer
 
 from .errors import UserError
 from .norms import NORMS
+from .space import METRICS, SCHEDULERS, SEARCHERS
 
 app = typer.Typer(
     help="Hyperparameter search for normalization and regularization experiments on MNIST.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
 )
 
 NormKind = enum.Enum("NormKind", {k: k for k in NORMS}, type=str)  # CLI choices come from the registry
+# choices of the enumerated options, so --help lists them; the values come from the modules that check them
+Scheduler = enum.Enum("Scheduler", {k: k for k in SCHEDULERS}, type=str)
+Searcher = enum.Enum("Searcher", {k: k for k in SEARCHERS}, type=str)
+Metric = enum.Enum("Metric", {k: k for k in METRICS}, type=str)
+Mode = enum.Enum("Mode", {k: k for k in ("max", "min")}, type=str)
+Device = enum.Enum("Device", {k: k for k in ("auto", "cpu", "cuda")}, type=str)
 
+
+def _value(choice: enum.Enum | None) -> str | None:
+    return choice.value if choice is not None else None
+
+
+def _version(show: bool) -> None:
+    if show:
+        from .versions import line
+
+        typer.echo(line())
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the versions of tune-norm, torch, ray and optuna, and exit."),
+) -> None:
     """Hyperparameter search for normalization and regularization experiments on MNIST."""
 
 
@@ -47,7 +68,8 @@ def friendly(fn: Callable) -> Callable:
     return wrapper
 
 
-@app.command(epilog="Example: tune-norm train --norm group --groups 4 --epochs 20 --out runs/gn")
+@app.command(epilog="Example: tune-norm train --norm group --groups 4 --epochs 20 --out runs/gn\n\n"
+                     "From a search: tune-norm train --from tune_results/smoke --full-train --seeds 1,2,3")
 @friendly
 def train(
     norm: Optional[NormKind] = typer.Option(None, help="Normalization layer (default batch)."),
@@ -63,34 +85,64 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     val_size: Optional[int] = typer.Option(None, help="Validation images held out of training (default 5000; 0 = seed convention)."),
     subset: Optional[int] = typer.Option(None, help="Train on only this many images (0 = all)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    device: Optional[Device] = typer.Option(None, help="Where to train (default auto: CUDA when present)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (0 = all available)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast on CUDA."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys; options override it."),
+    config: Optional[Path] = typer.Option(None, "--config",
+        help="YAML file of config keys, or a trial's params.json; options override it."),
+    from_: Optional[Path] = typer.Option(None, "--from",
+        help="Experiment folder: retrain its best trial's config (by the experiment's metric)."),
+    trial: Optional[str] = typer.Option(None, "--trial",
+        help="With --from: this trial instead of the best, e.g. a6d79c08."),
+    full_train: bool = typer.Option(False, "--full-train",
+        help="Train on the validation split too (val_size 0): the final model."),
+    seeds: Optional[str] = typer.Option(None, "--seeds",
+        help="Train once per seed, e.g. 1,2,3 (one folder each under --out)."),
     data: Optional[Path] = DataOption,
     download: bool = typer.Option(False, help="Download MNIST with torchvision when files are missing (needs internet)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/<norm>-<time>)."),
+    out: Optional[Path] = typer.Option(None,
+        help="Output folder (default runs/<norm>-<time>, or runs/<experiment>-<trial> with --from)."),
 ) -> None:
-    """Train one config and print a per-epoch table; writes metrics and weights to --out."""
+    """Train one config and print a per-epoch table; writes metrics and weights (model.pt) to --out."""
     import time
 
     from . import config as config_mod
     from . import data as data_mod
+    from . import retrain
     from .train import run_to_folder
 
-    values = config_mod.load_yaml(config) if config else {}
-    options = dict(norm=norm.value if norm else None, groups=groups, l1=l1, l2=l2, lr=lr, momentum=momentum,
+    if from_ and config:
+        raise UserError("give --config or --from, not both")
+    if trial and not from_:
+        raise UserError("--trial names a trial of the experiment given with --from")
+    seed_list = _parse_seeds(seeds, "--seeds")
+    if seed_list and seed is not None:
+        raise UserError("give --seed or --seeds, not both")
+    values = retrain.trial_config(config_mod.load_yaml(config)) if config else {}
+    name = None
+    if from_:
+        from . import experiment as experiment_mod
+
+        chosen = retrain.pick(experiment_mod.load(from_), trial)
+        typer.echo(f"{'best' if chosen.best else 'chosen'} trial of {from_}: {chosen.trial_id} "
+                   f"({chosen.metric} {chosen.score:.4g}); config {chosen.config}")
+        values, name = chosen.config, f"{Path(from_).resolve().name}-{chosen.trial_id}"
+    options = dict(norm=_value(norm), groups=groups, l1=l1, l2=l2, lr=lr, momentum=momentum,
                    base_momentum=base_momentum, dropout=dropout,
                    batch_size=batch_size, epochs=epochs, seed=seed, val_size=val_size, subset=subset,
-                   device=device, threads=threads, amp=amp)
-    values.update({k: v for k, v in options.items() if v is not None})
-    cfg = config_mod.from_mapping(values)
+                   device=_value(device), threads=threads, amp=amp)
+    todo = retrain.runs(values, full_train=full_train, seeds=seed_list,
+                        overrides={k: v for k, v in options.items() if v is not None})
+    cfgs = [config_mod.from_mapping(v) for v in todo]  # every config checked before any training
     root = (data or data_mod.default_root()).resolve()
     if download:
         data_mod.download(root)
-    mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
-    out = out or Path("runs") / f"{cfg.norm}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_to_folder(cfg, mnist, out.resolve(), echo=typer.echo)
+    base = (out or Path("runs") / f"{name or cfgs[0].norm}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if from_:
+        retrain.write_source(base, from_, chosen)
+    for cfg in cfgs:
+        mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
+        run_to_folder(cfg, mnist, base / f"seed_{cfg.seed}" if seed_list else base, echo=typer.echo)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -105,15 +157,15 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
+def _parse_seeds(text: str | None, option: str = "--seeds") -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
         seeds = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise UserError(f"--seeds takes a comma-separated list of integers, e.g. 4,5,6; got {text!r}") from None
+        raise UserError(f"{option} takes a comma-separated list of integers, e.g. 4,5,6; got {text!r}") from None
     if len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds lists a seed twice: {text!r}")
+        raise UserError(f"{option} lists a seed twice: {text!r}")
     return seeds
 
 
@@ -122,11 +174,12 @@ def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
 def search(
     space_file: Path = typer.Argument(..., help="Search-space YAML (see search_spaces/)."),
     num_samples: Optional[int] = typer.Option(None, help="Trials to sample (overrides the YAML)."),
-    metric: Optional[str] = typer.Option(None, help="Metric to optimise, e.g. val_acc."),
-    mode: Optional[str] = typer.Option(None, help="max or min."),
-    scheduler: Optional[str] = typer.Option(None, help="asha or fifo."),
+    metric: Optional[Metric] = typer.Option(None, help="Metric to optimise (default: the YAML's)."),
+    mode: Optional[Mode] = typer.Option(None, help="Maximise or minimise the metric (default: the YAML's)."),
+    scheduler: Optional[Scheduler] = typer.Option(None, help="ASHA stops poor trials early; FIFO runs all to the end."),
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial may be stopped."),
-    searcher: Optional[str] = typer.Option(None, "--searcher", help="optuna, random or grid."),
+    searcher: Optional[Searcher] = typer.Option(None, "--searcher",
+        help="Optuna's TPE, random sampling, or the YAML's grid."),
     max_concurrent: Optional[int] = typer.Option(None, help="Trials running at once (0 = as resources allow)."),
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (also its torch threads)."),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial, e.g. 0.25 packs four on a GPU."),
@@ -141,6 +194,12 @@ def search(
     num_gpus: Optional[int] = typer.Option(None, help="GPUs for a local Ray (default: detected)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted experiment in --storage."),
     restart_errored: bool = typer.Option(False, help="With --resume: rerun errored trials from scratch instead of from their checkpoints."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print Ray's trial table and log lines."),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow",
+        help=("Log every trial to MLflow: a tracking URI or a folder (file store), e.g. ./mlruns. Needs the "
+              "mlflow extra.")),
+    wandb: Optional[str] = typer.Option(None, "--wandb",
+        help="Log every trial to this Weights & Biases project. Needs the wandb extra and a wandb login."),
     data: Optional[Path] = DataOption,
 ) -> None:
     """Run a Ray Tune search (ASHA + Optuna by default) over the space in SPACE_FILE."""
@@ -148,9 +207,9 @@ def search(
     from . import space as space_mod
 
     spec = space_mod.load(space_file).with_overrides(
-        num_samples=num_samples, metric=metric, mode=mode, name=name, max_failures=max_failures,
-        epoch_timeout_s=epoch_timeout, scheduler__type=scheduler, scheduler__grace_period=grace_period,
-        search__type=searcher, search__max_concurrent=max_concurrent,
+        num_samples=num_samples, metric=_value(metric), mode=_value(mode), name=name, max_failures=max_failures,
+        epoch_timeout_s=epoch_timeout, scheduler__type=_value(scheduler), scheduler__grace_period=grace_period,
+        search__type=_value(searcher), search__max_concurrent=max_concurrent,
         resources__cpus_per_trial=cpus_per_trial, resources__gpus_per_trial=gpus_per_trial,
         seeds=_parse_seeds(seeds), set=_parse_sets(set_))
     for warning in spec.warnings:
@@ -159,7 +218,8 @@ def search(
 
     root = (data or data_mod.default_root()).resolve()
     results = search_mod.run(spec, data_root=str(root), storage=storage, address=address, resume=resume,
-                             restart_errored=restart_errored, num_cpus=num_cpus, num_gpus=num_gpus)
+                             restart_errored=restart_errored, num_cpus=num_cpus, num_gpus=num_gpus,
+                             verbose=int(verbose), mlflow=mlflow, wandb=wandb)
     path = search_mod.experiment_path(spec, storage)
     errors = sum(1 for r in results if r.error)
     typer.echo(f"{len(results)} trials, {errors} errored; results in {path}")
@@ -207,7 +267,7 @@ def report(
 @app.command(epilog="Example: tune-norm bench --threads 2 --steps 200 --json bench.json")
 @friendly
 def bench(
-    device: str = typer.Option("auto", help="auto (CPU, plus CUDA when a GPU is present), cpu or cuda."),
+    device: Device = typer.Option("auto", help="auto: CPU, plus CUDA when a GPU is present."),
     threads: int = typer.Option(0, help="torch CPU threads; also the process count of the packing test (0 = all available)."),
     batch_size: int = typer.Option(64, help="Images per step (seed 64)."),
     steps: int = typer.Option(200, help="Timed steps per pipeline per round; sec/epoch is extrapolated to 60k images."),
@@ -223,6 +283,7 @@ def bench(
     from . import data as data_mod
 
     root = (data or data_mod.default_root()).resolve()
+    device = device.value
     results = bench_mod.run(root, device=device, threads=threads, batch_size=batch_size, steps=steps, rounds=rounds,
                             with_packing=packing, log=lambda line: typer.echo(line, err=True))
     results["command"] = (f"tune-norm bench --device {device} --threads {results['settings']['threads']} "

@@ -32,8 +32,19 @@ def _colors(names: list[str]) -> dict[str, Any]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
+    """Write the PNG with its title and x scales in the PNG's text fields (Title, Description)."""
+    title = fig.get_suptitle() or " | ".join(ax.get_title() for ax in fig.axes if ax.get_title())
+    scales = "; ".join(dict.fromkeys(f"x axis {ax.get_xlabel()}: {ax.get_xscale()}" for ax in fig.axes
+                                     if ax.get_xlabel()))
+    fig.savefig(path, dpi=DPI, metadata={"Title": title, "Description": scales})
     return path
+
+
+def about(report: Report) -> str:
+    """What every plot's title says about its data: the metric that ranked the trials and the seeds behind it."""
+    rows = report.summary[report.summary["epochs_run"] > 0] if len(report.summary) else report.summary
+    seeds = int(rows["seed"].nunique()) if "seed" in rows else 0
+    return f"trials ranked by {report.metric}; {seeds} seed{'' if seeds == 1 else 's'}"
 
 
 def _value_label(value: str) -> str:
@@ -43,7 +54,7 @@ def _value_label(value: str) -> str:
 
 
 # -- learning curves ---------------------------------------------------------------------------------
-def learning_curves(epochs: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
+def learning_curves(epochs: pd.DataFrame, best: pd.DataFrame, path: Path, about: str = "") -> Path:
     """Val/test loss and accuracy per epoch of each group's best trial (``best``: group, trial_id), shared axes.
     A diverged epoch's stand-in values are not drawn; the legend says where a trial diverged."""
     from matplotlib.lines import Line2D
@@ -81,7 +92,7 @@ def learning_curves(epochs: pd.DataFrame, best: pd.DataFrame, path: Path) -> Pat
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize="small",
                    title="best trial of each group")
-    fig.suptitle("Learning curves of the best trial of each group")
+    fig.suptitle("Learning curves of the best trial of each group" + (f" ({about})" if about else ""))
     return _save(fig, path)
 
 
@@ -139,7 +150,8 @@ def load_model(checkpoint: Path | str, row: pd.Series | dict):
     return model, int(state.get("epoch", 0))
 
 
-def misclassified(images, labels, preds, confs, title: str, path: Path, limit: int = MISCLASSIFIED) -> Path:
+def misclassified(images, labels, preds, confs, title: str, path: Path, limit: int = MISCLASSIFIED,
+                  about: str = "") -> Path:
     """The first ``limit`` misclassified images, each titled with its true and predicted label."""
     wrong = (preds != labels).nonzero().flatten()[:limit].tolist()
     fig = Figure(figsize=(10, 4.6), layout="constrained")
@@ -153,7 +165,8 @@ def misclassified(images, labels, preds, confs, title: str, path: Path, limit: i
     if not wrong:
         axes.flat[0].text(0, 0.5, "every test image is classified correctly", transform=axes.flat[0].transAxes)
     total = int((preds != labels).sum())
-    fig.suptitle(f"{title}\n{total} of {len(labels)} test images misclassified; the first {len(wrong)} shown")
+    fig.suptitle(f"{title}\n{total} of {len(labels)} test images misclassified; the first {len(wrong)} shown"
+                 + (f"\n({about})" if about else ""))
     return _save(fig, path)
 
 
@@ -181,7 +194,8 @@ def misclassified_for_groups(report: Report, checkpoints: dict[str, str], data_r
             continue
         preds, confs = predict(model, test.images)
         title = f"{group}: trial {trial}, weights after epoch {epoch} (its last checkpoint)"
-        path = misclassified(test.images, test.labels, preds, confs, title, out / f"misclassified_{slug(group)}.png")
+        path = misclassified(test.images, test.labels, preds, confs, title, out / f"misclassified_{slug(group)}.png",
+                             about=about(report))
         images.append((f"Misclassified test images: {group}", path))
     return images, notes
 
@@ -208,7 +222,7 @@ def _is_log(values: pd.Series, spec_kind: str | None) -> bool:
 
 
 def accuracy_vs(summary: pd.DataFrame, name: str, value: str, path: Path, *, spec_kind: str | None = None,
-                condition: tuple | None = None) -> Path:
+                condition: tuple | None = None, about: str = "") -> Path:
     """Every trial's accuracy against hyperparameter ``name``, coloured by norm; hollow markers for trials
     stopped early (or errored, or still running), crosses at the bottom for diverged ones."""
     rows = plotted_trials(summary, condition)
@@ -246,7 +260,7 @@ def accuracy_vs(summary: pd.DataFrame, name: str, value: str, path: Path, *, spe
     ax.set_ylabel(_value_label(value))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
-    ax.set_title(f"Accuracy vs {name}: every trial")
+    ax.set_title(f"Accuracy vs {name}: every trial" + (f" ({about})" if about else ""))
     return _save(fig, path)
 
 
@@ -278,7 +292,7 @@ def zoom_range(points: list[tuple[float, float]], spread: float = ZOOM_SPREAD) -
     return low - pad, high + pad
 
 
-def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path) -> Path:
+def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path, about: str = "") -> Path:
     """Per norm (and regularization): mean ± std over the finished seeds of each batch size's best setup,
     with every trial as a faint dot; a zoomed second panel when one setup is far below the others."""
     from .report import best_setups, regularization_label
@@ -316,7 +330,8 @@ def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path) -> Pat
         axes[1].set_ylim(*zoom)
         axes[1].set_title(f"zoomed on the means within {ZOOM_SPREAD / 1.5:g} points of the best", fontsize="medium")
         axes[0].set_title("all", fontsize="medium")
-    fig.suptitle("Accuracy vs batch size (line: best setup, mean ± std over seeds; dots: every trial)")
+    fig.suptitle("Accuracy vs batch size (line: best setup, mean ± std over seeds; dots: every trial)"
+                 + (f"\n({about})" if about else ""))
     return _save(fig, path)
 
 
@@ -330,7 +345,7 @@ def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str],
             old.unlink()
     if report.table.empty:
         return [], ["no plots: no trial has reported an epoch"]
-    curves = learning_curves(epochs, report.table, out / "learning_curves.png")
+    curves = learning_curves(epochs, report.table, out / "learning_curves.png", about=about(report))
     images = [("Learning curves of each group's best trial", curves)]
     notes: list[str] = []
     if data_root is None:
@@ -342,12 +357,14 @@ def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str],
     summary = report.summary
     if summary.loc[summary["epochs_run"] > 0, "batch_size"].nunique() > 1:
         images.append(("Accuracy vs batch size", accuracy_vs_batch_size(summary, report.value,
-                                                                        out / "accuracy_vs_batch_size.png")))
+                                                                        out / "accuracy_vs_batch_size.png",
+                                                                        about=about(report))))
     kinds = {p["name"]: p.get("kind") for p in (spec or {}).get("params") or []}
     for name, condition in report.searched:
         if name == "batch_size" or plotted_trials(summary, condition)[name].nunique() < 2:
             continue  # batch size has its own plot; one value is no axis
         path = out / f"accuracy_vs_{slug(name)}.png"
         images.append((f"Accuracy vs {name}", accuracy_vs(summary, name, report.value, path,
-                                                           spec_kind=kinds.get(name), condition=condition)))
+                                                           spec_kind=kinds.get(name), condition=condition,
+                                                           about=about(report))))
     return images, notes

@@ -324,6 +324,7 @@ class Report:
     value: str  # the column compared across seeds
     scheduler: str = "asha"
     searched: list[tuple[str, tuple | None]] = field(default_factory=list)
+    metric: str = "val_acc"  # what ranked the trials (the experiment's metric when it was recorded)
 
 
 def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experiment", metric: str = "val_acc",
@@ -360,7 +361,8 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
         missing.append("no trial has reported an epoch yet, so there is nothing to compare")
     return Report(title=title, facts=list(facts or []), table=table, comparisons=compared,
                   cost=cost(summary, cpus, gpus), trials=trial_table(summary, table, mode, spec), summary=summary,
-                  notes=notes, missing=missing, value=value, scheduler=scheduler, searched=searched(trials, spec))
+                  notes=notes, missing=missing, value=value, scheduler=scheduler, searched=searched(trials, spec),
+                  metric=metric)
 
 
 def experiment_facts(exp) -> list[tuple[str, str]]:

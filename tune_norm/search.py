@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import math
 import os
 import platform
@@ -23,6 +24,7 @@ from .config import from_mapping
 from .errors import UserError
 from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config, set_orphans_aside  # the on-disk format lives with its reader
 from .space import SearchSpec
+from .study import STUDY_FILE
 
 PARAM_COLUMNS = ("norm", "groups", "l1", "l2", "lr", "batch_size", "dropout", "seed")
 METRIC_COLUMNS = ("epoch", "val_acc", "test_acc", "train_loss", "diverged")
@@ -96,6 +98,7 @@ def trainable(config: dict, settings: RunSettings) -> None:
     from . import data
     from .train import Trainer
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a "Checkpoint successfully created" per epoch
     values = flat_config(config)
     cfg = from_mapping({**values, "threads": values.get("threads") or settings.threads})
     mnist = data.load(settings.data_root, val_size=cfg.val_size, subset=cfg.subset)  # raw files cached per worker
@@ -158,7 +161,7 @@ class DefineByRun:
         return {**{p.name: p.values[0] for p in self.params if p.kind == "const"}, **dict.fromkeys(inactive)}
 
 
-def _search_alg(spec: SearchSpec):
+def _search_alg(spec: SearchSpec, path: str | None = None):
     from ray.tune.search import ConcurrencyLimiter
 
     if spec.search.type == "grid":
@@ -169,7 +172,15 @@ def _search_alg(spec: SearchSpec):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.type == "optuna"
                else optuna.samplers.RandomSampler(seed=spec.search.seed))
-    alg = OptunaSearch(space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)
+    if path and "://" not in path:  # the study in the experiment folder (on s3:// it stays in Ray's searcher state)
+        from .searcher import StudySearch
+        from .study import create
+
+        storage = create(path, spec.name, spec.metric, spec.mode, {"experiment": path})
+        alg = StudySearch(space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler,
+                          study_name=spec.name, storage=storage)
+    else:
+        alg = OptunaSearch(space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)
     if spec.search.max_concurrent:
         alg = ConcurrencyLimiter(alg, max_concurrent=spec.search.max_concurrent)
     return alg
@@ -292,8 +303,9 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
 
 def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address: str | None = None,
         resume: bool = False, restart_errored: bool = False, num_cpus: int | None = None,
-        num_gpus: int | None = None, verbose: int = 1):
-    """Run (or resume) the search described by ``spec``; returns Ray's ResultGrid."""
+        num_gpus: int | None = None, verbose: int = 1, mlflow: str | None = None, wandb: str | None = None):
+    """Run (or resume) the search described by ``spec``; returns Ray's ResultGrid. ``verbose`` 0: our progress
+    lines only; 1: Ray's table too. ``mlflow`` (tracking URI) and ``wandb`` (project) add those trackers."""
     path = experiment_path(spec, storage)
     if resume and not is_experiment(path):
         raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")
@@ -304,6 +316,10 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
     from . import data
 
     data.load_raw(Path(data_root))  # fail on missing or corrupt data before Ray starts
+    from . import progress, trackers
+
+    trackers.check(mlflow=mlflow, wandb=wandb)
+    progress.quiet_ray(verbose=bool(verbose))
     start_ray(address, num_cpus, num_gpus)
     from ray import tune
 
@@ -329,11 +345,18 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
                                    restart_errored=restart_errored)
     else:
         storage_path, name = _split(path)
+        search_alg = _search_alg(spec, path)
+        plan = progress.Plan(name=spec.name, path=path, trials=len(spec.cells()) or spec.num_samples,
+                             max_epochs=spec.max_epochs, metric=spec.metric, mode=spec.mode,
+                             early_stopping=spec.scheduler.type == "asha",
+                             study_file=str(Path(path) / STUDY_FILE) if search_alg and "://" not in path else None,
+                             searcher=spec.search.type)
+        callbacks = [progress.Progress(plan), *trackers.callbacks(spec.name, path, mlflow=mlflow, wandb=wandb)]
         tuner = tune.Tuner(
             fn,
             param_space=_param_space(spec),
             tune_config=tune.TuneConfig(
-                metric=spec.metric, mode=spec.mode, search_alg=_search_alg(spec), scheduler=_scheduler(spec),
+                metric=spec.metric, mode=spec.mode, search_alg=search_alg, scheduler=_scheduler(spec),
                 num_samples=1 if spec.search.type == "grid" else spec.num_samples, reuse_actors=True,
                 # a searcher gets a ConcurrencyLimiter above; a grid is limited here
                 max_concurrent_trials=(spec.search.max_concurrent or None) if spec.search.type == "grid" else None,
@@ -341,6 +364,7 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage_path, verbose=verbose, progress_reporter=_reporter(spec),
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
             ),

@@ -106,11 +106,19 @@ class SearchSpec:
                 spec = replace(spec, **{part: replace(getattr(spec, part), **{sub: value})})
             else:
                 spec = replace(spec, **{key: value})
-        if sets:
-            params = [p for p in spec.params if p.name not in sets]
-            params += [Param(k, "const", (v,)) for k, v in sets.items()]
-            spec = replace(spec, params=tuple(params))
-        return check_spec(spec)
+        if not sets:
+            return check_spec(spec)
+        check_spec(spec)  # what is wrong without --set is the file's (or another option's) fault
+        shown = " ".join(f"--set {k}={v}" for k, v in sets.items())
+        for k in sets:
+            if k not in FIELDS:
+                raise UserError(f"--set {k}={sets[k]}: unknown config key {k!r}; valid keys are {', '.join(FIELDS)}")
+        params = [p for p in spec.params if p.name not in sets]
+        params += [Param(k, "const", (v,)) for k, v in sets.items()]
+        try:
+            return check_spec(replace(spec, params=tuple(params)))
+        except UserError as e:
+            raise UserError(f"{shown}: {str(e).removeprefix(spec.source + ': ')}") from None
 
 
 class _Reader:

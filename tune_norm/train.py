@@ -151,7 +151,8 @@ class Trainer:
             if "val_acc" not in metrics:  # seed convention (val_size 0): no validation split
                 metrics.update(val_loss=float("nan"), val_acc=float("nan"))
         seconds = time.perf_counter() - started
-        metrics.update(epoch=self.epoch, lr=lr, epoch_seconds=seconds, wall_time=time.time(),
+        # named apart from the config's lr (the OneCycle peak) so trackers and tables do not mix the two
+        metrics.update(epoch=self.epoch, lr_epoch_start=lr, epoch_seconds=seconds, wall_time=time.time(),
                        images_per_s=len(self.train_set) / seconds, diverged=self.diverged)
         metrics.update(self._best(metrics))
         self.history.append(metrics)
@@ -225,11 +226,11 @@ def describe_momentum(cfg: TrainConfig) -> str:
 
 
 def format_row(m: dict[str, Any]) -> str:
-    return (f"{m['epoch']:>5} {m['lr']:>9.5f} {m['train_loss']:>10.4f} {m['train_acc']:>9.2f} "
+    return (f"{m['epoch']:>5} {m['lr_epoch_start']:>9.5f} {m['train_loss']:>10.4f} {m['train_acc']:>9.2f} "
             f"{m['val_loss']:>9.4f} {m['val_acc']:>7.2f} {m['test_loss']:>9.4f} {m['test_acc']:>8.2f} {m['epoch_seconds']:>6.1f}")
 
 
-TABLE_HEADER = f"{'epoch':>5} {'lr':>9} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>7} {'test_loss':>9} {'test_acc':>8} {'sec':>6}"
+TABLE_HEADER = f"{'epoch':>5} {'lr_start':>9} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>7} {'test_loss':>9} {'test_acc':>8} {'sec':>6}"
 
 
 def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[dict[str, Any]]:

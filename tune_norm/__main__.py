@@ -1,0 +1,5 @@
+"""`python -m tune_norm`: the tune-norm command line."""
+
+from .cli import main
+
+main()

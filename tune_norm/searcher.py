@@ -1,0 +1,33 @@
+"""Ray's OptunaSearch with the study in the experiment folder's journal, each trial tagged with Ray's trial id."""
+
+from __future__ import annotations
+
+from ray.tune.search.optuna import OptunaSearch
+
+from .study import RAY_TRIAL_ID
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch whose Optuna trials carry the Ray trial id (user attribute ray_trial_id), so the study in
+    optuna-dashboard points to each trial's trial_<id>/ folder. Runs in the driver, as Ray's searchers do."""
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and RAY_TRIAL_ID not in ot_trial.user_attrs:
+            ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+        return config
+
+    def restore(self, checkpoint_path: str):
+        """After a resume, trials the study shows running but Ray's snapshot does not know (started after it,
+        their folders set aside as orphaned) will never report: mark them failed so the dashboard stops
+        showing them as running."""
+        super().restore(checkpoint_path)
+        if self._ot_study is None or self._storage is None:
+            return
+        import optuna
+
+        known = {t.number for t in self._ot_trials.values()}
+        for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.number not in known:
+                self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
