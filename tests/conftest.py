@@ -48,3 +48,17 @@ def trial_results(exp: Path) -> dict[str, list[dict]]:
         f = d / "result.json"
         out[d.name] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
     return out
+
+
+def wait_for(predicate, timeout: float, proc) -> None:
+    """Poll ``predicate`` until it holds; fail early if the background CLI ``proc`` ended, late on timeout."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"search ended early: {proc.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting")

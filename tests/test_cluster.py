@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
+from raycluster import free_port, stop_processes
 from tune_norm.cluster import (check_cluster_file, placeholder_findings, policy_document_findings,
                                policy_violations, ray_findings)
 
@@ -342,62 +342,11 @@ def test_placeholder_detection(text, found):
 
 
 # -- a real two-node cluster on this machine --------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _data_root() -> Path | None:
     for candidate in (os.environ.get("TUNE_NORM_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
         if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
             return Path(candidate).resolve()
     return None
-
-
-def _procs_under(roots: list[str]) -> list[int]:
-    """Pids whose command line names one of our temp dirs, plus all their descendants (workers, agents)."""
-    parents, ours = {}, set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if any(root in cmdline for root in roots):
-            ours.add(int(entry.name))
-    grew = True
-    while grew:
-        kids = {pid for pid, ppid in parents.items() if ppid in ours} - ours
-        ours |= kids
-        grew = bool(kids)
-    return sorted(ours - {os.getpid()})
-
-
-def _stop_cluster(roots: list[str]) -> list[int]:
-    """Stop only the Ray processes of this test's cluster (`ray stop --force` would kill every Ray process
-    on the machine, other users' clusters included); returns any pid that survived SIGKILL."""
-    pids = set(_procs_under(roots))  # all at once, before a dying raylet's workers are re-parented
-    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 3.0)):
-        pids |= set(_procs_under(roots))
-        for pid in sorted(p for p in pids if _alive(p)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait_s
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    return sorted(p for p in pids if _alive(p))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # zombie: done
-    except (OSError, IndexError):
-        return False
 
 
 def _ray(args: list[str], env: dict, timeout: float = 60) -> str:
@@ -425,18 +374,18 @@ def two_node_cluster():
     assert made.returncode == 0 and len(token.read_text().strip()) >= 32, made.stderr
     assert token.stat().st_mode & 0o077 == 0  # readable by its owner only
     env["RAY_AUTH_MODE"] = "token"
-    port = _free_port()
+    port = free_port()
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
               "--object-store-memory=100000000"]
     try:
         _ray(["start", "--head", f"--port={port}", '--resources={"head": 1}', "--dashboard-host=127.0.0.1",
-              "--include-dashboard=false", f"--dashboard-port={_free_port()}", f"--temp-dir={head_dir}",
-              f"--dashboard-agent-listen-port={_free_port()}", *common], env)
+              "--include-dashboard=false", f"--dashboard-port={free_port()}", f"--temp-dir={head_dir}",
+              f"--dashboard-agent-listen-port={free_port()}", *common], env)
         _ray(["start", f"--address=127.0.0.1:{port}", f"--temp-dir={node_dir}",
-              f"--dashboard-agent-listen-port={_free_port()}", *common], env)
+              f"--dashboard-agent-listen-port={free_port()}", *common], env)
         yield {"address": f"127.0.0.1:{port}", "env": env, "temp_dirs": {"head": head_dir, "node": node_dir}}
     finally:
-        survivors = _stop_cluster([head_dir, node_dir])
+        survivors = stop_processes([head_dir, node_dir])
         shutil.rmtree(base, ignore_errors=True)
         assert not survivors, f"Ray processes still running after teardown: {survivors}"
 
@@ -496,12 +445,12 @@ def test_job_submit_ships_the_working_dir_to_driver_and_trials(tmp_path):
     marker = f"WORKDIR-{secrets.token_hex(4)}"
     with open(work / "tune_norm" / "search.py", "a") as f:
         f.write(f"\nprint({marker!r}, __file__, flush=True)\n")
-    dashboard = _free_port()
+    dashboard = free_port()
     head_dir = f"{base}/head"
     try:
-        _ray(["start", "--head", f"--port={_free_port()}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        _ray(["start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={head_dir}",
-              f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats",
+              f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats",
               "--object-store-memory=100000000"], {**env, "RAY_AUTH_MODE": "token"})
         submit = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address",
                   f"http://127.0.0.1:{dashboard}", "--working-dir", "."]
@@ -519,6 +468,6 @@ def test_job_submit_ships_the_working_dir_to_driver_and_trials(tmp_path):
         assert shipped and all("working_dir_files" in line for line in shipped), shipped
         assert any("(pid=" in line for line in shipped), shipped  # a trial worker imported the shipped code too
     finally:
-        survivors = _stop_cluster([head_dir])
+        survivors = stop_processes([head_dir])
         shutil.rmtree(base, ignore_errors=True)
         assert not survivors, f"Ray processes still running after teardown: {survivors}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ from tune_norm import data
 from tune_norm.config import TrainConfig
 from tune_norm.train import Trainer
 
-from conftest import ROOT, run_cli, trial_results, write_space
+from conftest import run_cli, trial_results, write_space
 
 DRY_RUN = os.environ.get("TUNE_NORM_GPU_TESTS_ON_CPU") == "1"
 GPU = "cpu" if DRY_RUN else "cuda"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import CLI, DATA, ROOT, run_cli, write_space
+from conftest import CLI, DATA, ROOT, run_cli, wait_for, write_space
 from raycluster import free_port
 
 pytestmark = pytest.mark.slow
@@ -66,17 +66,6 @@ def bucket():
         server.stop()
 
 
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"search ended early: {proc.stdout.read()[-3000:]}")
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting")
-
-
 def _wait_until_quiet(bucket: Bucket, prefix: str, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
     """Ray's workers outlive their killed driver for a moment and may still upload."""
     deadline, last, since = time.time() + timeout, bucket.sizes(prefix), time.time()
@@ -98,7 +87,7 @@ def test_search_kill_resume_and_report_on_s3(bucket, tmp_path):
     finished = lambda: sum(len(r) == 2 for r in bucket.results(prefix).values())  # noqa: E731
     state = lambda: any(k.startswith("experiment_state-") for k in bucket.sizes(prefix))  # noqa: E731
     try:
-        _wait_for(lambda: finished() >= 1 and state(), 240, proc)
+        wait_for(lambda: finished() >= 1 and state(), 240, proc)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the driver (and the local Ray it started)

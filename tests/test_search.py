@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CLI, DATA, ROOT, run_cli, trial_results, write_space
+from conftest import CLI, DATA, ROOT, run_cli, trial_results, wait_for, write_space
 
 from tune_norm import experiment
 
@@ -110,17 +110,6 @@ def test_hung_trial_is_ended_and_the_experiment_finishes(tmp_path):
     assert any(len(rows) == 3 for rows in trial_results(exp).values())
 
 
-def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"search ended early: {proc.stdout.read()[-3000:]}")
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting")
-
-
 def _wait_until_quiet(exp: Path, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
     """Wait until no file under ``exp`` has been added, removed or grown for ``quiet_s`` seconds."""
     def snapshot() -> dict:
@@ -150,7 +139,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True, cwd=ROOT)
     finished = lambda: sum(len(r) == 3 for r in trial_results(exp).values())  # noqa: E731
-    _wait_for(lambda: finished() >= 2 and list(exp.glob("experiment_state-*.json")), 240, proc)
+    wait_for(lambda: finished() >= 2 and list(exp.glob("experiment_state-*.json")), 240, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     _wait_until_quiet(exp)  # Ray's workers outlive their killed driver for a moment and may still write
