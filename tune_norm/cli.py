@@ -12,6 +12,7 @@ import typer
 
 from .errors import UserError
 from .norms import NORMS
+from .stop import Stopped
 
 app = typer.Typer(
     help="Hyperparameter search for normalization and regularization experiments on MNIST.",
@@ -42,6 +43,12 @@ def friendly(fn: Callable) -> Callable:
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except Stopped as e:  # SIGINT/SIGTERM during a search: state saved, say how to continue
+            typer.echo(e.sentence(), err=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -86,6 +93,9 @@ def train(
         data_mod.download(root)
     mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
     out = out or Path("runs") / f"{cfg.norm}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from .preflight import writable_folder
+
+    writable_folder(out, "--out")
     run_to_folder(cfg, mnist, out.resolve(), echo=typer.echo)
 
 
@@ -160,6 +170,11 @@ def search(
     errors = sum(1 for r in results if r.error)
     typer.echo(f"{len(results)} trials, {errors} errored; results in {path}")
     typer.echo(f"next: tune-norm report {path}")
+    if results and errors == len(results):
+        first = next(r.path for r in results if r.error)
+        typer.echo(f"error: all {len(results)} trials errored; the first one's error is in {first}/error.txt",
+                   err=True)
+        raise typer.Exit(1)
 
 
 ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)

@@ -20,6 +20,7 @@ from typing import Any
 from . import __version__
 from .config import from_mapping
 from .errors import UserError
+from .guard import RunGuard
 from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config, set_orphans_aside  # the on-disk format lives with its reader
 from .space import SearchSpec
 
@@ -163,7 +164,8 @@ def _search_alg(spec: SearchSpec):
     if spec.search.type == "grid":
         return None
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .tune_plugins import RestartableOptuna as OptunaSearch  # survives --restart-errored
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.type == "optuna"
@@ -218,7 +220,14 @@ def start_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | 
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
     if address:
-        ray.init(address=address, log_to_driver=True)
+        from .preflight import CONNECT_TIMEOUT_S, Deadline
+
+        with Deadline(CONNECT_TIMEOUT_S, f"no Ray cluster answered at {address} within {CONNECT_TIMEOUT_S:g} s; "
+                                         "check the address and that the cluster runs (ray status)"):
+            try:
+                ray.init(address=address, log_to_driver=True)
+            except ConnectionError as e:
+                raise UserError(f"cannot connect to a Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     else:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, dashboard_host="127.0.0.1", include_dashboard=False,
                  log_to_driver=True)
@@ -277,18 +286,23 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
         "versions": {"tune_norm": __version__, "python": platform.python_version(), "torch": torch.__version__,
                      "ray": ray.__version__, "optuna": optuna.__version__},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "path": path,
     }
     import pyarrow.fs  # local folders and s3:// alike (pyarrow comes with ray[tune])
 
     fs, root = pyarrow.fs.FileSystem.from_uri(path if "://" in path else str(Path(path).resolve()))
     history = f"{root}/{PROVENANCE}"
     fs.create_dir(root, recursive=True)
-    runs = []
+    runs, first = [], None
     if fs.get_file_info(history).type == pyarrow.fs.FileType.File:
         with fs.open_input_stream(history) as f:
-            runs = json.loads(f.read())["runs"]
+            first = json.loads(f.read())
+            runs = first["runs"]
+    if isinstance(first, dict) and first.get("spec"):  # a resume: the original record stays, the run is added
+        resumed = {k: record[k] for k in ("command", "started", "path", "settings", "gpus_per_trial", "git_commit")}
+        record = {**first, "resumes": first.get("resumes", []) + [{**resumed, "resources": record["spec"]["resources"]}]}
     with fs.open_output_stream(history) as f:
-        f.write((json.dumps({**record, "runs": runs + [record["command"]]}, indent=2, default=str) + "\n").encode())
+        f.write((json.dumps({**record, "runs": runs + [shlex.join(sys.argv)]}, indent=2, default=str) + "\n").encode())
 
 
 def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address: str | None = None,
@@ -296,6 +310,9 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         num_gpus: int | None = None, verbose: int = 1):
     """Run (or resume) the search described by ``spec``; returns Ray's ResultGrid."""
     path = experiment_path(spec, storage)
+    guard = RunGuard(path, spec, storage=storage, resume=resume, restart_errored=restart_errored, address=address,
+                     num_cpus=num_cpus, num_gpus=num_gpus)
+    guard.check()  # nothing is written before this passes
     if resume and not is_experiment(path):
         raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")
     if not resume and is_experiment(path):
@@ -303,10 +320,25 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
     from . import data
 
     data.load_raw(Path(data_root))  # fail on missing or corrupt data before Ray starts
+    guard.start()
+    try:
+        return _run_guarded(spec, path, guard, data_root, address, resume, restart_errored, num_cpus, num_gpus,
+                            verbose)
+    finally:
+        guard.finish()
+
+
+def _run_guarded(spec, path, guard, data_root, address, resume, restart_errored, num_cpus, num_gpus, verbose):
     start_ray(address, num_cpus, num_gpus)
     from ray import tune
 
     gpus = default_gpus(spec)
+    if not address:
+        import ray
+
+        from .preflight import check_fits
+
+        check_fits(ray.cluster_resources(), spec.resources.cpus_per_trial, gpus)
     settings = RunSettings(data_root=str(data_root), threads=max(1, math.floor(spec.resources.cpus_per_trial)),
                            epoch_timeout_s=spec.epoch_timeout_s)
     write_provenance(path, spec, settings, gpus)
@@ -318,6 +350,8 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     else:
+        from .tune_plugins import FrozenTrials, frozen_limit_s
+
         storage_path, name = _split(path)
         tuner = tune.Tuner(
             fn,
@@ -333,9 +367,12 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
                 name=name, storage_path=storage_path, verbose=verbose, progress_reporter=_reporter(spec),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
+                callbacks=[FrozenTrials(frozen_limit_s(spec.epoch_timeout_s))],
             ),
         )
-    return tuner.fit()
+    results = tuner.fit()
+    guard.raise_if_stopped()
+    return results
 
 
 def _trial_dirname(trial) -> str:
