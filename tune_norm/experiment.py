@@ -320,6 +320,11 @@ def load(path: Path | str) -> Experiment:
     else:
         epochs = pd.DataFrame(columns=["trial_id", "epoch"])
     missing += _missing(trials, epochs, provenance)
+    restarted = sorted((path / "restarted").glob("trial_*"))
+    if restarted:
+        missing.append(f"{_plural(len(restarted), 'errored trial folder')} set aside in restarted/ by --restart-errored "
+                       "(their configs were rerun as new trials; kept, not reported): "
+                       + ", ".join(d.name for d in restarted))
     orphans = sorted((path / ORPHANED).glob("trial_*"))
     if orphans:
         missing.append(f"{_plural(len(orphans), 'trial folder')} set aside in {ORPHANED}/ by a resume (started after "

@@ -15,8 +15,8 @@ def _say(message: str) -> None:
 
 
 class RunGuard:
-    """``check()`` before anything is written, ``start()`` just before Ray starts, ``finish()`` after the search
-    (also when it fails), then ``raise_if_stopped()``."""
+    """``check()`` before anything is written, ``start()`` just before Ray starts, ``watch_signals()`` just after,
+    ``finish()`` after the search (also when it fails), then ``raise_if_stopped()``."""
 
     def __init__(self, path: str, spec, *, storage: str | None, resume: bool, restart_errored: bool,
                  address: str | None, num_cpus: int | None, num_gpus: int | None):
@@ -65,6 +65,9 @@ class RunGuard:
                         _say(f"{moved.name} errored; --restart-errored reruns its config as a new trial, so its "
                              f"folder was moved to {moved} and kept")
                 resume.prune_states(folder)
+
+    def watch_signals(self) -> None:
+        """After Ray starts (ray.init installs its own SIGTERM handler, which aborts with a stack dump)."""
         self.signals.__enter__()
 
     def finish(self) -> None:

@@ -70,7 +70,7 @@ class Watchdog:
 
 
 def _fault(config: dict, epoch: int, trial_id: str) -> None:
-    """Test-only fault injection, driven by $TUNE_NORM_FAULT: JSON with kind (crash|hang), epoch,
+    """Test-only fault injection, driven by $TUNE_NORM_FAULT: JSON with kind (crash|hang|freeze), epoch,
     match (config values that select trials) and once_dir (fire once per trial, remembered there)."""
     spec = os.environ.get("TUNE_NORM_FAULT")
     if not spec:
@@ -85,6 +85,8 @@ def _fault(config: dict, epoch: int, trial_id: str) -> None:
         marker.write_text(str(epoch))
     if fault["kind"] == "crash":
         raise RuntimeError(f"injected crash after epoch {epoch}")
+    if fault["kind"] == "freeze":  # the whole process stops, its watchdog thread included
+        os.kill(os.getpid(), 19)  # SIGSTOP
     while True:  # hang: a Python loop, as a deadlocked data pipeline would
         time.sleep(0.05)
 
@@ -330,6 +332,7 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
 
 def _run_guarded(spec, path, guard, data_root, address, resume, restart_errored, num_cpus, num_gpus, verbose):
     start_ray(address, num_cpus, num_gpus)
+    guard.watch_signals()
     from ray import tune
 
     gpus = default_gpus(spec)
