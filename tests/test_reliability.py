@@ -247,5 +247,9 @@ def test_old_ray_sessions_and_superseded_state_files_are_pruned(tmp_path):
         (exp / f"experiment_state-2026-01-0{i + 2}_00-00-00.json").write_text("{}")
         (exp / f"searcher-state-2026-01-0{i + 2}_00-00-00.pkl").write_bytes(b"x")
     resume.prune_states(exp)
+    progress = exp / "trial_t1" / "progress.csv"  # 15: a resumed trial reported epoch 2 again
+    progress.write_text("epoch,val_acc\n1,90\n2,91\n2,92\n3,93\n")
+    assert resume.dedupe_progress(exp) == [progress]
+    assert progress.read_text().splitlines() == ["epoch,val_acc", "1,90", "2,92", "3,93"]
     assert len(list(exp.glob("experiment_state-*.json"))) == 3 and len(list(exp.glob("searcher-state-*"))) == 3
     assert (exp / "experiment_state-2026-01-06_00-00-00.json").exists()

@@ -106,8 +106,9 @@ def _wait_for_rows(exp: Path, count: int, proc: subprocess.Popen, timeout: float
 
 
 def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
-    """1, 11: while a search runs, a --resume is refused (it used to write the same folder); SIGTERM exited 1
-    with a stack dump and SIGINT exited 0; both now stop cleanly, exit 143/130 and print the --resume command."""
+    """1, 11, 2: while a search runs, a --resume is refused (it used to write the same folder); SIGTERM exited 1
+    with a stack dump and SIGINT exited 0; both now stop cleanly, exit 143/130 and print the --resume command;
+    the stopped folder, moved, resumes where it now is."""
     space = space_file(tmp_path / "stop.yaml", num_samples=2, search={"type": "optuna", "max_concurrent": 1, "seed": 0},
                        space={"lr": {"loguniform": [0.01, 0.05]}, "epochs": 6, "subset": 2000, "val_size": 500})
     exp = tmp_path / "exp"
@@ -127,10 +128,14 @@ def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
     command = line.split("continue it with: ", 1)[1]
     assert command == shlex.join(["tune-norm", "search", str(space), "--storage", str(exp), "--num-cpus", "2",
                                   "--resume"])
-    rows = sum(len(r) for r in trial_results(exp).values())
+    # 2: the folder is moved; resuming it where it now is must write there only, never in the recorded folder
+    moved = tmp_path / "moved"
+    exp.rename(moved)
+    rows = sum(len(r) for r in trial_results(moved).values())
+    command = command.replace(str(exp), str(moved))
     proc = _start(shlex.split(command)[1:])
     try:
-        _wait_for_rows(exp, rows + 1, proc)
+        _wait_for_rows(moved, rows + 1, proc)
         os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -138,7 +143,11 @@ def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err[-3000:]
     assert "stopped by SIGINT" in err and command in err and "Traceback" not in err, err[-3000:]
-    assert not (exp / ".tune_norm.lock").read_text()  # released
+    assert f"was started in {exp}; it is resumed here" in err
+    assert not exp.exists() and not (moved / ".tune_norm.lock").read_text()  # nothing written there; lock released
+    for name, epochs in trial_results(moved).items():  # trials went on from their checkpoints, no epoch twice
+        numbers = [r["epoch"] for r in epochs]
+        assert numbers == sorted(set(numbers)), (name, numbers)
 
 
 def test_a_frozen_worker_is_killed_by_the_driver_and_retried(tmp_path):

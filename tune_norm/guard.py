@@ -74,6 +74,7 @@ class RunGuard:
         self.signals.__exit__()
         if self.local and self.resume:
             resume.drop_recreated(Path(self.path))
+            resume.dedupe_progress(Path(self.path))
         if self.lock is not None:
             self.lock.release()
             folder = Path(self.path)

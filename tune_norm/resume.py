@@ -168,6 +168,32 @@ def drop_recreated(path: Path) -> None:
             empty.rmdir()
 
 
+def dedupe_progress(path: Path) -> list[Path]:
+    """After a resume, a trial restored from an older checkpoint reports some epochs again, and Ray appends them to
+    progress.csv; keep each epoch's last row. Returns the files rewritten."""
+    import csv
+
+    fixed = []
+    for f in sorted(path.glob("trial_*/progress.csv")):
+        try:
+            with open(f, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        if not rows or "epoch" not in rows[0]:
+            continue
+        last = {row["epoch"]: row for row in rows}
+        if len(last) == len(rows):
+            continue
+        keep = [row for row in rows if last[row["epoch"]] is row]
+        with open(f, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(keep)
+        fixed.append(f)
+    return fixed
+
+
 def prune_states(path: Path, keep: int = KEEP_STATES) -> list[Path]:
     """Delete all but the ``keep`` newest of each kind of Ray state file (each run adds one; Ray reads the newest)."""
     removed = []

@@ -299,7 +299,7 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
     if fs.get_file_info(history).type == pyarrow.fs.FileType.File:
         with fs.open_input_stream(history) as f:
             first = json.loads(f.read())
-            runs = first["runs"]
+            runs = first.get("runs", []) if isinstance(first, dict) else []
     if isinstance(first, dict) and first.get("spec"):  # a resume: the original record stays, the run is added
         resumed = {k: record[k] for k in ("command", "started", "path", "settings", "gpus_per_trial", "git_commit")}
         record = {**first, "resumes": first.get("resumes", []) + [{**resumed, "resources": record["spec"]["resources"]}]}
