@@ -86,7 +86,9 @@ def _fault(config: dict, epoch: int, trial_id: str) -> None:
     if fault["kind"] == "crash":
         raise RuntimeError(f"injected crash after epoch {epoch}")
     if fault["kind"] == "freeze":  # the whole process stops, its watchdog thread included
-        os.kill(os.getpid(), 19)  # SIGSTOP
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSTOP)
     while True:  # hang: a Python loop, as a deadlocked data pipeline would
         time.sleep(0.05)
 
