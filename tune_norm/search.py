@@ -70,7 +70,7 @@ class Watchdog:
 
 
 def _fault(config: dict, epoch: int, trial_id: str) -> None:
-    """Test-only fault injection, driven by $TUNE_NORM_FAULT: JSON with kind (crash|hang|freeze), epoch,
+    """Test-only fault injection, driven by $TUNE_NORM_FAULT: JSON with kind (crash|hang), epoch,
     match (config values that select trials) and once_dir (fire once per trial, remembered there)."""
     spec = os.environ.get("TUNE_NORM_FAULT")
     if not spec:
@@ -85,10 +85,6 @@ def _fault(config: dict, epoch: int, trial_id: str) -> None:
         marker.write_text(str(epoch))
     if fault["kind"] == "crash":
         raise RuntimeError(f"injected crash after epoch {epoch}")
-    if fault["kind"] == "freeze":  # the whole process stops, its watchdog thread included
-        import signal
-
-        os.kill(os.getpid(), signal.SIGSTOP)
     while True:  # hang: a Python loop, as a deadlocked data pipeline would
         time.sleep(0.05)
 
