@@ -226,7 +226,7 @@ def start_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | 
                                          "check the address and that the cluster runs (ray status)"):
             try:
                 ray.init(address=address, log_to_driver=True)
-            except ConnectionError as e:
+            except (ConnectionError, RuntimeError, ValueError) as e:  # no cluster there, or not a Ray one
                 raise UserError(f"cannot connect to a Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     else:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, dashboard_host="127.0.0.1", include_dashboard=False,
