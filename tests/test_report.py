@@ -304,19 +304,20 @@ def test_write_files_puts_every_format_in_the_folder(tmp_path):
 
 
 # -- an experiment folder on disk, written by hand ----------------------------------------------------
-def fake_experiment(path: Path, *, name: str = "fake", prefix: str = "") -> Path:
+def fake_experiment(path: Path, *, name: str = "fake", prefix: str = "", seed: int = 1) -> Path:
     """A search as it looks while running: one finished trial (grid cell), one running with half a line
-    written, one errored, one pending without a folder. ``prefix`` goes before every trial id."""
+    written, one errored, one pending without a folder. ``prefix`` goes before every trial id; every trial
+    runs ``seed``."""
     path.mkdir(parents=True)
     spec = {"name": name, "metric": "val_acc", "mode": "max", "num_samples": 5, "search": {"type": "optuna"},
             "scheduler": {"type": "asha"}, "resources": {"cpus_per_trial": 2}, "params": []}
     provenance = {"spec": spec, "gpus_per_trial": 0.5, "command": "tune-norm search x",
                   "settings": {"data_root": "/nowhere"}}
     (path / "tune_norm.json").write_text(json.dumps(provenance))
-    trials = [(prefix + "t1", "TERMINATED", {"cell": {"norm": "batch", "epochs": 2, "seed": 1}}),
-              (prefix + "t2", "RUNNING", {"norm": "group", "epochs": 2, "groups": 2, "l1": None}),
-              (prefix + "t3", "ERROR", {"norm": "layer", "epochs": 2}),
-              (prefix + "t4", "PENDING", {"norm": "layer", "epochs": 2, "l2": 0.001})]
+    trials = [(prefix + "t1", "TERMINATED", {"cell": {"norm": "batch", "epochs": 2, "seed": seed}}),
+              (prefix + "t2", "RUNNING", {"norm": "group", "epochs": 2, "groups": 2, "l1": None, "seed": seed}),
+              (prefix + "t3", "ERROR", {"norm": "layer", "epochs": 2, "seed": seed}),
+              (prefix + "t4", "PENDING", {"norm": "layer", "epochs": 2, "l2": 0.001, "seed": seed})]
     state = {"trial_data": [[json.dumps({"trial_id": t, "status": s, "config": c,
                                          "relative_logdir": f"trial_{t}" if t != prefix + "t4" else None}),
                              json.dumps({"num_failures": int(s == "ERROR")})] for t, s, c in trials],
@@ -375,7 +376,7 @@ def test_a_resume_sets_orphaned_trial_folders_aside_and_keeps_them(tmp_path):
 
 def test_runs_of_one_space_pool_into_one_report(tmp_path):
     a = fake_experiment(tmp_path / "a", name="a", prefix="a")
-    b = fake_experiment(tmp_path / "b", name="b", prefix="b")
+    b = fake_experiment(tmp_path / "b", name="b", prefix="b", seed=2)
     exp = experiment.pool([experiment.load(a), experiment.load(b)])
     assert len(exp.trials) == 8 and exp.planned == 10 and exp.sources == [a.resolve(), b.resolve()]
     assert sorted(exp.epochs["trial_id"].unique()) == ["at1", "at2", "at3", "bt1", "bt2", "bt3"]

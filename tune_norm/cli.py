@@ -14,6 +14,7 @@ import typer
 from .errors import UserError
 from .norms import NORMS
 from .space import METRICS, SCHEDULERS, SEARCHERS
+from .stop import Stopped
 
 app = typer.Typer(
     help="Hyperparameter search for normalization and regularization experiments on MNIST.",
@@ -64,6 +65,12 @@ def friendly(fn: Callable) -> Callable:
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except Stopped as e:  # SIGINT/SIGTERM during a search: state saved, say how to continue
+            typer.echo(e.sentence(), err=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -138,6 +145,9 @@ def train(
     if download:
         data_mod.download(root)
     base = (out or Path("runs") / f"{name or cfgs[0].norm}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    from .preflight import writable_folder
+
+    writable_folder(base, "--out")
     if from_:
         retrain.write_source(base, from_, chosen)
     for cfg in cfgs:
@@ -224,6 +234,11 @@ def search(
     errors = sum(1 for r in results if r.error)
     typer.echo(f"{len(results)} trials, {errors} errored; results in {path}")
     typer.echo(f"next: tune-norm report {shlex.quote(path)}")  # a URI's query holds '&'
+    if results and errors == len(results):
+        first = next(r.path for r in results if r.error)
+        typer.echo(f"error: all {len(results)} trials errored; the first one's error is in {first}/error.txt",
+                   err=True)
+        raise typer.Exit(1)
 
 
 ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)

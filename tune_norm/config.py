@@ -120,6 +120,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (not UTF-8); a YAML file is expected") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import storage
 from .config import TrainConfig
+from . import lock
 from .errors import UserError
 
 PROVENANCE = "tune_norm.json"  # written into every experiment folder by the search
@@ -186,31 +187,68 @@ def _state(path: Path, missing: list[str]) -> dict[str, dict[str, Any]]:
     return trials
 
 
-def _results(trial_dir: Path) -> list[dict[str, Any]]:
-    """Every complete line of result.json (a trial still running may have written half a line)."""
+def _results(trial_dir: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every complete line of result.json (a trial still running may have written half a line); lines that are
+    not JSON objects are skipped, and named in ``notes``."""
     try:
-        lines = (trial_dir / RESULTS).read_text().splitlines()
+        lines = (trial_dir / RESULTS).read_bytes().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return []
-    rows = []
-    for line in lines:
+    rows, bad = [], []
+    for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except ValueError:
-            continue
+            row = None
         if isinstance(row, dict):
             rows.append(row)
+        elif line.strip():
+            bad.append(number)
+    if bad and notes is not None:
+        torn = bad == [len(lines)]
+        notes.append(f"{trial_dir.name}/{RESULTS}: " + (f"its last line ({len(lines)}) is cut off (written while the "
+                     "search was stopped?) and was left out" if torn else
+                     f"{len(bad)} of {len(lines)} lines are not JSON results (first: line {bad[0]}) and were left out"))
     return rows
 
 
 def _error(trial_dir: Path) -> str:
     """The last line of error.txt: the exception of the latest failure."""
     try:
-        lines = [ANSI.sub("", line).strip() for line in (trial_dir / "error.txt").read_text().splitlines()]
+        text = (trial_dir / "error.txt").read_bytes().decode("utf-8", errors="replace")
+        lines = [ANSI.sub("", line).strip() for line in text.splitlines()]
     except OSError:
         return ""
     lines = [line for line in lines if line]
     return lines[-1] if lines else "failed (empty error.txt)"
+
+
+FAILURE = re.compile(r"^Failure # (\d+)", re.MULTILINE)  # Ray numbers each failure it appends to error.txt
+NUMERIC = ("epoch", "val_acc", "test_acc", "train_acc", "val_loss", "test_loss", "train_loss", "best_val_acc",
+           "test_acc_at_best_val", "best_test_acc", "best_test_loss", "time_total_s", "epoch_seconds")
+
+
+def _failures(trial_dir: Path) -> int:
+    """How many times the trial failed, from the numbered entries of its error.txt."""
+    try:
+        text = (trial_dir / "error.txt").read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return 0
+    return max((int(n) for n in FAILURE.findall(text)), default=0)
+
+
+def _numeric(epochs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Metric columns as numbers; a row whose epoch is not a number is left out, and named."""
+    for column in NUMERIC:
+        if column in epochs and epochs[column].dtype == object:
+            epochs[column] = pd.to_numeric(epochs[column].map(lambda v: None if isinstance(v, bool) else v),
+                                           errors="coerce")
+    bad = epochs["epoch"].isna()
+    if bad.any():
+        notes.append(f"{int(bad.sum())} result row(s) without a numeric epoch left out (trial "
+                     f"{epochs.loc[bad, 'trial_id'].iloc[0]})")
+        epochs = epochs.loc[~bad].copy()
+    return epochs
 
 
 def _checkpoint(trial_dir: Path) -> str:
@@ -241,6 +279,8 @@ def load(path: Path | str) -> Experiment:
         missing.append(f"no readable {PROVENANCE}: the spec is unknown, so each trial is taken to hold "
                        "1 CPU and no GPU")
     state = _state(path, missing)
+    live = lock.holder(path) is not None  # a driver is writing the folder right now
+    max_failures = int((provenance.get("spec") or {}).get("max_failures", -1))
     dirs = {d.name: d for d in _trial_dirs(path)}
     by_id: dict[str, Path | None] = {}
     for trial_id, info in state.items():
@@ -254,15 +294,18 @@ def load(path: Path | str) -> Experiment:
     trial_rows, epoch_rows = [], []
     for trial_id, d in by_id.items():
         info = state.get(trial_id, {})
-        results = _results(d) if d else []
+        results = _results(d, missing) if d else []
         config = info.get("config") or (results[-1].get("config") if results else None)
         if not config and d is not None:
             config = _read_json(d / "params.json")
         error = _error(d) if d else ""
         status = info.get("status") or ("ERROR" if error else "UNKNOWN")
+        failures = max(info.get("num_failures", 0), _failures(d) if d else 0)
+        if status in RUNNING and error and not live and 0 <= max_failures < failures:
+            status = "ERROR"  # Ray's last snapshot predates the final failure; its retries were used up
         trial_rows.append({
             "trial_id": trial_id, "status": status, "dir": str(d) if d else "", "error": error,
-            "checkpoint": _checkpoint(d) if d else "", "num_failures": info.get("num_failures", 0),
+            "checkpoint": _checkpoint(d) if d else "", "num_failures": failures,
             **{k: _scalar(v) for k, v in full_config(config if isinstance(config, dict) else {}).items()},
         })
         for row in results:
@@ -275,12 +318,18 @@ def load(path: Path | str) -> Experiment:
     if not epochs.empty:
         if "epoch" not in epochs:
             epochs["epoch"] = epochs.get("training_iteration", pd.Series(range(1, len(epochs) + 1)))
+        epochs = _numeric(epochs, missing)
         # a trial restored from a checkpoint can report an epoch twice; the later report wins
         epochs = epochs.drop_duplicates(["trial_id", "epoch"], keep="last")
         epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
     else:
         epochs = pd.DataFrame(columns=["trial_id", "epoch"])
     missing += _missing(trials, epochs, provenance)
+    restarted = sorted((path / "restarted").glob("trial_*"))
+    if restarted:
+        missing.append(f"{_plural(len(restarted), 'errored trial folder')} set aside in restarted/ by --restart-errored "
+                       "(their configs were rerun as new trials; kept, not reported): "
+                       + ", ".join(d.name for d in restarted))
     orphans = sorted((path / ORPHANED).glob("trial_*"))
     if orphans:
         missing.append(f"{_plural(len(orphans), 'trial folder')} set aside in {ORPHANED}/ by a resume (started after "
@@ -314,6 +363,7 @@ def pool(experiments: list[Experiment]) -> Experiment:
     shared = trials["trial_id"][trials["trial_id"].duplicated()].tolist()
     if shared:
         raise UserError(f"cannot pool: trial {shared[0]} appears in more than one folder")
+    _refuse_repeated_seeds(experiments)
     trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
     epochs = pd.concat([e.epochs for e in experiments if not e.epochs.empty] or [first.epochs], ignore_index=True)
     spec = dict(first.spec)
@@ -333,6 +383,22 @@ def pool(experiments: list[Experiment]) -> Experiment:
                        f"({first.resources[0]:g} CPU, {first.resources[1]:g} GPU per trial)")
     return Experiment(path=first.path, provenance=provenance, trials=trials, epochs=epochs, missing=missing,
                       sources=paths)
+
+
+def _refuse_repeated_seeds(experiments: list[Experiment]) -> None:
+    """Two runs of one config with one seed are one replicate counted twice (zero variance): refuse to pool them."""
+    keys = list(TrainConfig().as_dict())
+    seen: dict[tuple, str] = {}
+    for e in experiments:
+        for row in e.trials[keys].astype(str).itertuples(index=False):
+            config = tuple(row)
+            if config in seen and seen[config] != e.path.name:
+                setup = dict(zip(keys, config))
+                raise UserError(f"cannot pool {seen[config]} and {e.path.name}: both ran {setup['norm']} norm "
+                                f"(l1 {setup['l1']}, l2 {setup['l2']}, lr {setup['lr']}, batch {setup['batch_size']}) "
+                                f"with seed {setup['seed']}; a repeated seed is not a new replicate, so run other "
+                                "seeds (--seeds) and pool those")
+            seen.setdefault(config, e.path.name)
 
 
 def _plural(n: int, word: str) -> str:
@@ -360,7 +426,12 @@ def _missing(trials: pd.DataFrame, epochs: pd.DataFrame, provenance: dict) -> li
         notes.append(f"trial {t['trial_id']} is still running or was interrupted "
                      f"(epoch {int(last[t['trial_id']])} of {t['epochs']})")
     for _, t in trials[trials["status"] == "ERROR"].iterrows():
-        notes.append(f"trial {t['trial_id']} errored: {t['error'] or 'no error.txt'}")
+        after = f" after {_plural(int(t['num_failures']), 'failure')}" if t["num_failures"] > 1 else ""
+        notes.append(f"trial {t['trial_id']} errored{after}: {t['error'] or 'no error.txt'}")
+    retried = trials[(trials["status"] != "ERROR") & (trials["num_failures"] > 0)]
+    for _, t in retried.iterrows():
+        notes.append(f"trial {t['trial_id']} failed {_plural(int(t['num_failures']), 'time')} and was retried from "
+                     "its last checkpoint (see its error.txt)")
     no_ckpt = [t for t in trials.loc[trials["checkpoint"] == "", "trial_id"] if t in reported]
     if no_ckpt:
         notes.append(f"{_plural(len(no_ckpt), 'trial')} with results but no checkpoint: {', '.join(no_ckpt)}")

@@ -22,6 +22,7 @@ from . import __version__
 from . import storage as storage_mod  # run() takes a `storage` argument
 from .config import from_mapping
 from .errors import UserError
+from .guard import RunGuard
 from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config, set_orphans_aside  # the on-disk format lives with its reader
 from .space import SearchSpec
 from .study import STUDY_FILE
@@ -167,7 +168,8 @@ def _search_alg(spec: SearchSpec, path: str | None = None):
     if spec.search.type == "grid":
         return None
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .tune_plugins import RestartableOptuna as OptunaSearch  # survives --restart-errored
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.type == "optuna"
@@ -230,7 +232,14 @@ def start_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | 
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
     if address:
-        ray.init(address=address, log_to_driver=True)
+        from .preflight import CONNECT_TIMEOUT_S, Deadline
+
+        with Deadline(CONNECT_TIMEOUT_S, f"no Ray cluster answered at {address} within {CONNECT_TIMEOUT_S:g} s; "
+                                         "check the address and that the cluster runs (ray status)"):
+            try:
+                ray.init(address=address, log_to_driver=True)
+            except (ConnectionError, RuntimeError, ValueError) as e:  # no cluster there, or not a Ray one
+                raise UserError(f"cannot connect to a Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     else:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, dashboard_host="127.0.0.1", include_dashboard=False,
                  log_to_driver=True)
@@ -279,7 +288,8 @@ def _git_commit() -> str | None:
 
 
 def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: float) -> None:
-    """Record the resolved space, versions, git commit and command line in the experiment folder."""
+    """Record the resolved space, versions, git commit and command line in the experiment folder; a resume keeps
+    the original record and adds itself under ``resumes``."""
     import optuna
     import ray
     import torch
@@ -293,12 +303,17 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
         "versions": {"tune_norm": __version__, "python": platform.python_version(), "torch": torch.__version__,
                      "ray": ray.__version__, "optuna": optuna.__version__},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "path": path,
     }
     folder = storage_mod.path(path)  # local folders and s3:// alike
     folder.mkdir(parents=True, exist_ok=True)
     history = folder / PROVENANCE
-    runs = json.loads(history.read_text())["runs"] if history.exists() else []
-    history.write_text(json.dumps({**record, "runs": runs + [record["command"]]}, indent=2, default=str) + "\n")
+    first = json.loads(history.read_text()) if history.exists() else None
+    runs = first.get("runs", []) if isinstance(first, dict) else []
+    if isinstance(first, dict) and first.get("spec"):  # a resume: the original record stays, the run is added
+        resumed = {k: record[k] for k in ("command", "started", "path", "settings", "gpus_per_trial", "git_commit")}
+        record = {**first, "resumes": first.get("resumes", []) + [{**resumed, "resources": record["spec"]["resources"]}]}
+    history.write_text(json.dumps({**record, "runs": runs + [shlex.join(sys.argv)]}, indent=2, default=str) + "\n")
 
 
 def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address: str | None = None,
@@ -307,21 +322,37 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
     """Run (or resume) the search described by ``spec``; returns Ray's ResultGrid. ``verbose`` 0: our progress
     lines only; 1: Ray's table too. ``mlflow`` (tracking URI) and ``wandb`` (project) add those trackers."""
     path = experiment_path(spec, storage)
+    guard = RunGuard(path, spec, storage=storage, resume=resume, restart_errored=restart_errored, address=address,
+                     num_cpus=num_cpus, num_gpus=num_gpus)
+    guard.check()  # nothing is written before this passes
     if resume and not is_experiment(path):
         raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")
     if not resume and is_experiment(path):
         raise UserError(f"{path} already holds an experiment; pass --resume to continue it or choose another --storage")
     if storage_mod.is_uri(path):
         storage_mod.path(path).mkdir(parents=True, exist_ok=True)  # a missing bucket fails here, before Ray
-    from . import data
+    from . import data, progress, trackers
 
     data.load_raw(Path(data_root))  # fail on missing or corrupt data before Ray starts
-    from . import progress, trackers
-
     trackers.check(mlflow=mlflow, wandb=wandb)
     progress.quiet_ray(verbose=bool(verbose))
+    guard.start()
+    try:
+        return _run_guarded(spec, path, guard, data_root=data_root, storage=storage, address=address, resume=resume,
+                            restart_errored=restart_errored, num_cpus=num_cpus, num_gpus=num_gpus, verbose=verbose,
+                            mlflow=mlflow, wandb=wandb)
+    finally:
+        guard.finish()
+
+
+def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str, storage: str | None,
+                 address: str | None, resume: bool, restart_errored: bool, num_cpus: int | None,
+                 num_gpus: int | None, verbose: int, mlflow: str | None, wandb: str | None):
     start_ray(address, num_cpus, num_gpus)
+    guard.watch_signals()
     from ray import tune
+
+    from . import progress, trackers
 
     cluster = None
     if address:  # nodes that do not share this machine's disk need a shared storage, GPU workers may come later
@@ -333,6 +364,12 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         if problem:
             raise UserError(problem)
     gpus = default_gpus(spec, cluster)
+    if not address:  # the local Ray this search started: its size is known, so what can never run is refused
+        import ray
+
+        from .preflight import check_fits
+
+        check_fits(ray.cluster_resources(), spec.resources.cpus_per_trial, gpus)
     settings = RunSettings(data_root=str(data_root), threads=max(1, math.floor(spec.resources.cpus_per_trial)),
                            epoch_timeout_s=spec.epoch_timeout_s)
     write_provenance(path, spec, settings, gpus)
@@ -344,6 +381,8 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     else:
+        from .tune_plugins import FrozenTrials, frozen_limit_s
+
         storage_path, name = _split(path)
         search_alg = _search_alg(spec, path)
         plan = progress.Plan(name=spec.name, path=path, trials=len(spec.cells()) or spec.num_samples,
@@ -351,7 +390,8 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
                              early_stopping=spec.scheduler.type == "asha",
                              study_file=str(Path(path) / STUDY_FILE) if search_alg and "://" not in path else None,
                              searcher=spec.search.type)
-        callbacks = [progress.Progress(plan), *trackers.callbacks(spec.name, path, mlflow=mlflow, wandb=wandb)]
+        callbacks = [progress.Progress(plan), *trackers.callbacks(spec.name, path, mlflow=mlflow, wandb=wandb),
+                     FrozenTrials(frozen_limit_s(spec.epoch_timeout_s))]
         tuner = tune.Tuner(
             fn,
             param_space=_param_space(spec),
@@ -369,7 +409,9 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
             ),
         )
-    return tuner.fit()
+    results = tuner.fit()
+    guard.raise_if_stopped()
+    return results
 
 
 def _trial_dirname(trial) -> str:

@@ -1,15 +1,15 @@
-"""Ray's OptunaSearch with the study in the experiment folder's journal, each trial tagged with Ray's trial id."""
+"""Ray's OptunaSearch (restartable) with the study in the experiment folder's journal, each trial tagged with Ray's trial id."""
 
 from __future__ import annotations
 
-from ray.tune.search.optuna import OptunaSearch
-
 from .study import RAY_TRIAL_ID
+from .tune_plugins import RestartableOptuna
 
 
-class StudySearch(OptunaSearch):
+class StudySearch(RestartableOptuna):
     """OptunaSearch whose Optuna trials carry the Ray trial id (user attribute ray_trial_id), so the study in
-    optuna-dashboard points to each trial's trial_<id>/ folder. Runs in the driver, as Ray's searchers do."""
+    optuna-dashboard points to each trial's trial_<id>/ folder; it survives --restart-errored like its parent.
+    Runs in the driver, as Ray's searchers do."""
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)

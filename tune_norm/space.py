@@ -239,6 +239,8 @@ def parse(data: dict, source: str = "<search space>") -> SearchSpec:
 def check_spec(spec: SearchSpec) -> SearchSpec:
     """Check every setting and every value the space can produce; return the spec with its warnings."""
     r = _Reader(spec.source)
+    if not isinstance(spec.name, str) or not spec.name.replace("-", "").replace("_", "").isalnum():
+        raise r.fail("name", f"expected letters, digits, - and _ only, got {spec.name!r}")
     if spec.metric not in METRICS:
         raise r.fail("metric", f"expected one of {', '.join(TUNING_METRICS)}, got {spec.metric!r}")
     if spec.metric not in TUNING_METRICS:
@@ -331,4 +333,8 @@ def _check_config(r: _Reader, where: str, values: dict) -> None:
 def load(path: Path | str) -> SearchSpec:
     """Read and validate a search-space YAML file."""
     path = Path(path)
-    return parse(load_yaml(path), source=str(path))
+    data = load_yaml(path)
+    if not data:
+        raise UserError(f"{path} is empty; a search space needs at least a space: or grid: section (see "
+                        "search_spaces/)")
+    return parse(data, source=str(path))
