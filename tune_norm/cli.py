@@ -235,8 +235,10 @@ def confirm(
     experiment: str = typer.Argument(..., help="The search to confirm: its folder or URI."),
     top: int = typer.Option(3, help="Rerun this many best distinct configs (by the search's metric and mode)."),
     seeds: int = typer.Option(5, help="Fresh seeds per config (at least 2)."),
-    baseline: Baseline = typer.Option("seed", help="seed: the seed's BatchNorm recipe, like for like; none: no baseline."),
-    first_seed: Optional[int] = typer.Option(None, help="First fresh seed (default 1001, or 2001, ... where the search used one)."),
+    baseline: Baseline = typer.Option("seed",
+        help="seed: the seed's BatchNorm recipe, like for like; none: no baseline."),
+    first_seed: Optional[int] = typer.Option(None,
+        help="First fresh seed (default 1001, or 2001, ... where the search used one)."),
     threshold: float = typer.Option(99.4, help="Report the first epoch whose val acc reaches this (percent)."),
     name: Optional[str] = typer.Option(None, help="Experiment name (default <source folder>-confirm)."),
     storage: Optional[str] = typer.Option(None, help="Experiment folder or URI (default ./tune_results/<name>)."),
@@ -245,7 +247,7 @@ def confirm(
     verbose: bool = typer.Option(False, "--verbose", help="Also print Ray's trial table and log lines."),
     data: Optional[Path] = DataOption,
 ) -> None:
-    """Rerun a search's best configs and a baseline over fresh seeds as their own experiment; print them side by side."""
+    """Rerun a search's best configs and a baseline over fresh seeds as their own experiment, side by side."""
     from . import confirm as confirm_mod
     from . import data as data_mod
 

@@ -15,7 +15,15 @@ from . import stats, storage
 from .config import TrainConfig, from_mapping
 from .errors import UserError
 from .experiment import Experiment
-from .report import COMPARED, HONEST, LOSS, complete, markdown_table, setup_key, summarize_trials
+from .report import (
+    COMPARED,
+    HONEST,
+    LOSS,
+    complete,
+    markdown_table,
+    setup_key,
+    summarize_trials,
+)
 from .retrain import as_pick, ranking
 from .space import Resources, Scheduler, Searcher, SearchSpec, check_spec
 
@@ -200,7 +208,7 @@ def write_plan(p: Plan, folder: str) -> None:
 def source_epochs(exp: Experiment, threshold: float) -> pd.DataFrame:
     """Per source trial: epochs it ran against its full budget, whether the scheduler stopped it early, its best
     val acc and the first epoch whose val acc reached ``threshold`` (NaN: never)."""
-    metric, mode, summary = ranking(exp)
+    _, mode, summary = ranking(exp)
     first = first_epochs(exp.epochs, threshold)
     out = pd.DataFrame({
         "trial_id": summary["trial_id"].astype(str), "status": summary["status"],
@@ -288,17 +296,17 @@ def _verdicts(p: Plan, comparisons: pd.DataFrame) -> list[str]:
     if comparisons.empty:
         return ["Nothing to compare: one config and no baseline."]
     lines = []
-    phrases = ((COMPARED[HONEST], "beats", "on test accuracy at the validation-chosen epoch"),
-               ("lowest test loss", "has a lower test loss than", "(lowest over epochs)"))
-    for measure, word, what in phrases:
+    phrases = ((COMPARED[HONEST], "{} beats {} on test accuracy at the validation-chosen epoch"),
+               ("lowest test loss", "{} has a lower test loss (lowest over epochs) than {}"))
+    for measure, phrase in phrases:
         rows = comparisons[comparisons["measure"] == measure]
         wins = rows[rows["better"]]
         if len(wins):
-            lines.append("; ".join(f"{r.candidate} {word} {against} {what}: {r.diff:+.4g} "
+            lines.append("; ".join(f"{phrase.format(r.candidate, against)}: {r.diff:+.4g} "
                                    f"({stats.format_p(r.p)}, Holm {stats.format_p(r.p_holm)})"
                                    for r in wins.itertuples()) + ".")
         else:
-            lines.append(f"No candidate {word} {against} {what} after Holm's correction "
+            lines.append(f"{phrase.format('No candidate', against)} after Holm's correction "
                          f"(alpha {stats.ALPHA}, {len(comparisons)} tests).")
     return lines
 
@@ -374,14 +382,14 @@ def render(p: Plan, r: Result, folder: str, *, all_source_trials: bool = False) 
                                            for v in shown["first_epoch_at_threshold"]],
     })
     reached = src["first_epoch_at_threshold"].dropna()
-    base = (f"the seed's BatchNorm recipe as the baseline" if p.baseline else "no baseline (compared with #1)")
+    base = ("the seed's BatchNorm recipe as the baseline" if p.baseline else "no baseline (compared with #1)")
     lines = [
         f"# Confirmation of {p.source}",
         "",
         f"Top {len(p.candidates)} distinct configs by {p.metric} ({p.mode}) and {base}, each rerun with fresh seeds "
         f"{', '.join(map(str, p.seeds))} to its full epochs (FIFO, no early stopping); experiment {folder}.",
-        "Compared on test accuracy at the epoch with the best validation accuracy, and on the lowest test loss; "
-        "Welch's t-test, two-sided, Holm-corrected over all the tests below.",
+        ("Compared on test accuracy at the epoch with the best validation accuracy, and on the lowest test loss; "
+         "Welch's t-test, two-sided, Holm-corrected over all the tests below."),
         "",
         markdown_table(rows),
         "",
@@ -391,9 +399,9 @@ def render(p: Plan, r: Result, folder: str, *, all_source_trials: bool = False) 
         "",
         f"## Source search: epochs run against the full budget, first epoch with val acc ≥ {thr}",
         "",
-        f"{len(src)} trials ran {ran} of {full} epochs ({100 * ran / full:.0f}% of the full budget; "
-        f"{int(src['stopped_early'].sum())} stopped early); {len(reached)} reached {thr} on validation"
-        + (f", the first at epoch {reached.min():g}" if len(reached) else "") + ".",
+        (f"{len(src)} trials ran {ran} of {full} epochs ({100 * ran / full:.0f}% of the full budget; "
+         f"{int(src['stopped_early'].sum())} stopped early); {len(reached)} reached {thr} on validation"
+         + (f", the first at epoch {reached.min():g}" if len(reached) else "") + "."),
         "",
         markdown_table(source_table),
     ]
