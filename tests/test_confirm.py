@@ -33,7 +33,7 @@ def _exp(trials: list[dict], scores: dict[str, list[float]], *, metric: str = "v
         for i, v in enumerate(scores[tid], start=1):
             bad = tid in diverged and i == len(scores[tid])
             epochs.append({"trial_id": tid, "epoch": i, metric: v, "val_acc": v if metric == "val_acc" else 50.0,
-                           "test_acc": v, "test_loss": 1.0, "train_acc": v, "diverged": bad})
+                           "test_acc": v, "test_loss": (100 - v) / 100, "train_acc": v, "diverged": bad})
     spec = {"name": "src", "metric": metric, "mode": mode, "search": {"type": "optuna", "max_concurrent": 2},
             "scheduler": {"type": "asha"}, "resources": {"cpus_per_trial": 1}}
     return experiment.Experiment(path=Path(path), provenance={"spec": spec}, trials=pd.DataFrame(rows),
@@ -119,6 +119,34 @@ def test_first_epochs_at_a_threshold():
     table = confirm.source_epochs(exp, 99.4).set_index("trial_id")
     assert table.loc["a", "first_epoch_at_threshold"] == 2 and math.isnan(table.loc["b", "first_epoch_at_threshold"])
     assert table.loc["a", "epochs_run"] == 3 and table.loc["b", "epochs_run"] == 2
+
+
+def test_results_name_a_candidate_that_beats_the_baseline_and_compare_with_the_best_without_one():
+    src = _exp([{"trial_id": "a", "lr": 0.03}, {"trial_id": "b", "lr": 0.02}], {"a": [90], "b": [80]})
+    p = confirm.plan(src, top=2, seeds=3)
+    final = {0.03: [99.0, 99.2, 99.1], 0.02: [97.0, 98.0, 97.5], None: [97.3, 97.5, 97.4]}  # None: the baseline
+    cells = [{"trial_id": f"t{i}", **cell} for i, cell in enumerate(p.spec.cells())]
+    conf = _exp(cells, {c["trial_id"]: [50.0, final[c.get("lr")][c["seed"] - 1001]] for c in cells},
+                path="/tmp/src-confirm")
+    r = confirm.results(p, conf, src, threshold=99.05)
+    assert list(r.rows["label"]) == ["#1", "#2", "baseline"] and list(r.rows["seeds"]) == [3, 3, 3]
+    assert list(r.rows["reached"]) == [2, 0, 0] and r.rows["first_epoch_median"][0] == 2
+    raw = [sps.ttest_ind(final[a], final[None], equal_var=False).pvalue for a in (0.03, 0.02)]
+    ps = r.comparisons["p"].tolist()
+    assert ps[0] == pytest.approx(raw[0]) and ps[2] == pytest.approx(raw[1])
+    assert ps[1] == pytest.approx(raw[0]) and ps[3] == pytest.approx(raw[1])  # loss = (100 - acc) / 100 here
+    ranks = sorted(ps)
+    assert r.comparisons["p_holm"].min() == pytest.approx(4 * ranks[0])
+    assert r.verdicts[0].startswith("#1 beats the baseline (the seed's recipe) on test accuracy at the "
+                                    "validation-chosen epoch: +1.7 (p < 0.001, Holm p < 0.001)")
+    assert r.verdicts[1].startswith("#1 has a lower test loss (lowest over epochs) than the baseline")
+    text = confirm.render(p, r, "/tmp/src-confirm")
+    assert "| #1 | lr 0.03 | a | 90 | 3/3 | 99.10 [98.85, 99.35] |" in text
+    alone = confirm.plan(src, top=2, seeds=3, baseline_kind="none")
+    r = confirm.results(alone, conf, src)
+    assert list(r.comparisons["candidate"]) == ["#2", "#2"] and set(r.comparisons["against"]) == {"#1"}
+    assert r.verdicts[0] == ("No candidate beats #1 (the search's best) on test accuracy at the validation-chosen "
+                             "epoch after Holm's correction (alpha 0.05, 2 tests).")
 
 
 # -- end to end: a real search, confirmed through the real CLI ---------------------------------------

@@ -292,7 +292,7 @@ def _better(c: stats.Comparison) -> bool:
 
 
 def _verdicts(p: Plan, comparisons: pd.DataFrame) -> list[str]:
-    against = "the baseline (the seed's recipe)" if p.baseline else f"{p.candidates[0].label}, the search's best"
+    against = "the baseline (the seed's recipe)" if p.baseline else f"{p.candidates[0].label} (the search's best)"
     if comparisons.empty:
         return ["Nothing to compare: one config and no baseline."]
     lines = []
