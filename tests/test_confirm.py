@@ -99,6 +99,7 @@ def test_plan_is_a_fifo_grid_of_the_top_configs_and_the_seed_recipe_over_fresh_s
     (dict(top=3, seeds=5), "has 2 distinct configs with a finite val_acc .* fewer than --top 3"),
     (dict(top=1, seeds=2, first_seed=2), "--first-seed 2 gives seed 3, which the search already used"),
     (dict(top=1, seeds=2, baseline_kind="bn"), "--baseline must be one of seed, none"),
+    (dict(top=1, seeds=2, name="a/b"), "--name takes letters, digits, - and _ only, got 'a/b'"),
 ])
 def test_bad_requests_are_refused_with_one_sentence(kwargs, message):
     exp = _exp([{"trial_id": "a", "seed": 3}, {"trial_id": "b", "lr": 0.02}], {"a": [90], "b": [80]})

@@ -143,6 +143,8 @@ def plan(exp: Experiment, *, top: int, seeds: int, baseline_kind: str = "seed", 
         raise UserError(f"--seeds must be at least 2 (a spread needs two seeds), got {seeds}")
     if baseline_kind not in BASELINES:
         raise UserError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline_kind!r}")
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise UserError(f"--name takes letters, digits, - and _ only, got {name!r}")
     metric, mode, candidates = top_configs(exp, top)
     no_val = [c for c in candidates if int(c.config.get("val_size", DEFAULTS["val_size"])) == 0]
     if no_val:
