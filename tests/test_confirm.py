@@ -150,6 +150,22 @@ def test_results_name_a_candidate_that_beats_the_baseline_and_compare_with_the_b
                              "epoch after Holm's correction (alpha 0.05, 2 tests).")
 
 
+def test_a_large_source_prints_the_candidates_trials_and_writes_them_all():
+    ids = [f"s{i:02d}" for i in range(25)]
+    src = _exp([{"trial_id": t, "lr": 0.01 + i / 1000} for i, t in enumerate(ids)],
+               {t: [50.0 + i, 99.5] if i == 3 else [50.0 + i] for i, t in enumerate(ids)})
+    p = confirm.plan(src, top=1, seeds=2)
+    cells = [{"trial_id": f"t{i}", **cell} for i, cell in enumerate(p.spec.cells())]
+    r = confirm.results(p, _exp(cells, {c["trial_id"]: [90.0, 91.0 + c["seed"] % 2] for c in cells}), src)
+    printed, written = confirm.render(p, r, "x"), confirm.render(p, r, "x", all_source_trials=True)
+    assert p.candidates[0].trial_ids == ("s03",)  # 99.5 at its second epoch
+    assert "25 trials ran 26 of 50 epochs (52% of the full budget; 24 stopped early); 1 reached 99.4% on " \
+           "validation, the first at epoch 2." in printed
+    assert "| s03 | TERMINATED | 2/2 |  |  | 99.50 | 2 |" in printed and "| s04 |" not in printed
+    assert "all 25 trials are in confirmation.md" in printed
+    assert all(f"| {t} |" in written for t in ids) and "all 25 trials" not in written
+
+
 # -- end to end: a real search, confirmed through the real CLI ---------------------------------------
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory, data_root):
