@@ -292,14 +292,6 @@ def test_bad_input_on_a_real_search_is_refused_before_any_work(confirmed, data_r
     assert not out.exists()
 
 
-@pytest.mark.slow
-def test_the_cli_refuses_in_one_line_with_exit_2(confirmed, tmp_path):
-    res = run_cli("confirm", confirmed["src"], "--seeds", "1", "--storage", tmp_path / "c")
-    assert res.returncode == 2 and res.stderr.strip() == (
-        "error: --seeds must be at least 2 (a spread needs two seeds), got 1"), res.stderr
-    assert not (tmp_path / "c").exists()
-
-
 def test_no_such_experiment_is_one_sentence(tmp_path):
     res = run_cli("confirm", tmp_path / "nothing")
     assert res.returncode == 2 and res.stderr.strip() == f"error: {tmp_path / 'nothing'} does not exist"
