@@ -241,6 +241,40 @@ def search(
         raise typer.Exit(1)
 
 
+Baseline = enum.Enum("Baseline", {k: k for k in ("seed", "none")}, type=str)
+
+
+@app.command(epilog="Example: tune-norm confirm tune_results/full --top 3 --seeds 5 --baseline seed")
+@friendly
+def confirm(
+    experiment: str = typer.Argument(..., help="The search to confirm: its folder or URI."),
+    top: int = typer.Option(3, help="Rerun this many best distinct configs (by the search's metric and mode)."),
+    seeds: int = typer.Option(5, help="Fresh seeds per config (at least 2)."),
+    baseline: Baseline = typer.Option("seed",
+        help="seed: the seed's BatchNorm recipe, like for like; none: no baseline."),
+    first_seed: Optional[int] = typer.Option(None,
+        help="First fresh seed (default 1001, or 2001, ... where the search used one)."),
+    threshold: float = typer.Option(99.4, help="Report the first epoch whose val acc reaches this (percent)."),
+    name: Optional[str] = typer.Option(None, help="Experiment name (default <source folder>-confirm)."),
+    storage: Optional[str] = typer.Option(None, help="Experiment folder or URI (default ./tune_results/<name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue (or reread) the confirmation in --storage."),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs for a local Ray (default: all)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print Ray's trial table and log lines."),
+    data: Optional[Path] = DataOption,
+) -> None:
+    """Rerun a search's best configs and a baseline over fresh seeds as their own experiment, side by side."""
+    from . import confirm as confirm_mod
+    from . import data as data_mod
+
+    root = (data or data_mod.default_root()).resolve()
+    plan, result, path = confirm_mod.run(
+        experiment, top=top, seeds=seeds, baseline_kind=_value(baseline), first_seed=first_seed, threshold=threshold,
+        name=name, storage_path=storage, resume=resume, data_root=str(root), num_cpus=num_cpus, verbose=int(verbose))
+    typer.echo(confirm_mod.render(plan, result, path), nl=False)
+    typer.echo(f"tables: {shlex.quote(path)}/{confirm_mod.RESULT_FILE}; next: tune-norm report {shlex.quote(path)}",
+               err=True)
+
+
 ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)
 
 

@@ -39,10 +39,7 @@ def pick(exp: Experiment, trial: str | None = None) -> Pick:
     """The named trial (``trial`` with or without its trial_ prefix), else the best by the experiment's metric
     and mode (best over epochs, as the report ranks trials); diverged trials and trials without results never
     count as best."""
-    from .report import selection, summarize_trials
-
-    metric, mode = selection(exp.epochs, exp.metric, exp.mode)
-    summary = summarize_trials(exp.trials, exp.epochs, metric, mode)
+    metric, mode, summary = ranking(exp)
     if trial is not None:
         wanted = trial.removeprefix("trial_")
         rows = summary[summary["trial_id"] == wanted]
@@ -52,13 +49,29 @@ def pick(exp: Experiment, trial: str | None = None) -> Pick:
                             + (", ..." if len(summary) > 8 else ""))
         row, best = rows.iloc[0], False
     else:
-        ranked = summary[summary["score"].notna() & ~summary["diverged"].astype(bool)]
+        ranked = summary[summary["eligible"]]
         if ranked.empty:
             raise UserError(f"no trial of {exp.path} has a finite {metric} yet, so none is best; name one with --trial")
         row = ranked.loc[ranked["score"].idxmax() if mode == "max" else ranked["score"].idxmin()]
         best = True
-    params = _params(row)
-    return Pick(trial_id=str(row["trial_id"]), config=trial_config(params), metric=metric,
+    return as_pick(row, metric, best)
+
+
+def ranking(exp: Experiment):
+    """(metric, mode, summary): what ranks the experiment's trials (its metric and mode where recorded, as the
+    report ranks them) and one row per trial (report.summarize_trials) with 'eligible' marking the trials that
+    may count as best: a finite score, not diverged."""
+    from .report import selection, summarize_trials
+
+    metric, mode = selection(exp.epochs, exp.metric, exp.mode)
+    summary = summarize_trials(exp.trials, exp.epochs, metric, mode)
+    summary["eligible"] = summary["score"].notna() & ~summary["diverged"].astype(bool)
+    return metric, mode, summary
+
+
+def as_pick(row, metric: str, best: bool) -> Pick:
+    """The Pick of one row of ``ranking``'s summary: its trial id, the config it ran, its score."""
+    return Pick(trial_id=str(row["trial_id"]), config=trial_config(_params(row)), metric=metric,
                 score=float(row["score"]), best=best)
 
 
