@@ -68,7 +68,7 @@ def test_identical_seeds_have_no_variance_to_test():
     assert "not testable" in c.verdict and math.isnan(c.p) and c.diff == 1.0
 
 
-@pytest.mark.parametrize("p, text", [(0.4, "p = 0.40"), (0.049, "p = 0.05"), (0.0042, "p = 0.004"),
+@pytest.mark.parametrize("p, text", [(0.4, "p = 0.40"), (0.049, "p = 0.0490"), (0.0496, "p = 0.0496"), (0.0504, "p = 0.05"), (0.0042, "p = 0.004"),
                                      (0.0001, "p < 0.001"), (float("nan"), "p = n/a")])
 def test_p_values_are_written_for_people(p, text):
     assert stats.format_p(p) == text
@@ -130,3 +130,4 @@ def test_a_loss_names_the_lower_side_first_and_holm_can_overturn_a_raw_verdict()
     untestable = stats.compare([0.02], [0.03, 0.04], "A", "B", lower_is_better=True, what="test loss")
     assert stats.adjust([untestable])[0] == untestable
     assert untestable.verdict == "A vs B (test loss): not testable (1 seed), 1 vs 2 seeds"
+

@@ -79,7 +79,12 @@ class Comparison:
 def format_p(p: float) -> str:
     if not math.isfinite(p):
         return "p = n/a"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    if p < 0.001:
+        return "p < 0.001"
+    text = f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+    if (p < ALPHA) != (float(text) < ALPHA):  # rounding must not move p across alpha (0.0496 is not "0.05")
+        text = f"{p:.4f}"
+    return f"p = {text}"
 
 
 def _seeds(n: int) -> str:
