@@ -85,7 +85,8 @@ def test_restart_errored_resumes_a_moved_copy_in_place(errored, tmp_path):
     prov["path"] = str(gone)
     (copy / "tune_norm.json").write_text(json.dumps(prov))
     for day in range(1, 5):  # 16: the state files of four earlier runs, superseded
-        shutil.copy(next(copy.glob("experiment_state-*.json")), copy / f"experiment_state-2020-01-0{day}_00-00-00.json")
+        old = copy / f"experiment_state-2020-01-0{day}_00-00-00.json"
+        shutil.copy(next(copy.glob("experiment_state-*.json")), old)
     before = snapshot(gone)
     errored_dirs = sorted(d.name for d in copy.glob("trial_*"))
     res = run_cli("search", space, "--storage", copy, "--num-cpus", "2", "--resume", "--restart-errored")
@@ -130,7 +131,8 @@ def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
     """1, 11, 2: while a search runs, a --resume is refused (it used to write the same folder); SIGTERM exited 1
     with a stack dump and SIGINT exited 0; both now stop cleanly, exit 143/130 and print the --resume command;
     the stopped folder, moved, resumes where it now is."""
-    space = space_file(tmp_path / "stop.yaml", num_samples=2, search={"type": "optuna", "max_concurrent": 1, "seed": 0},
+    space = space_file(tmp_path / "stop.yaml", num_samples=2,
+                       search={"type": "optuna", "max_concurrent": 1, "seed": 0},
                        space={"lr": {"loguniform": [0.01, 0.05]}, "epochs": 6, "subset": 2000, "val_size": 500})
     exp = tmp_path / "exp"
     proc = _start(["search", str(space), "--storage", str(exp), "--num-cpus", "2"])
