@@ -85,7 +85,8 @@ def test_restart_errored_resumes_a_moved_copy_in_place(errored, tmp_path):
     prov["path"] = str(gone)
     (copy / "tune_norm.json").write_text(json.dumps(prov))
     for day in range(1, 5):  # 16: the state files of four earlier runs, superseded
-        shutil.copy(next(copy.glob("experiment_state-*.json")), copy / f"experiment_state-2020-01-0{day}_00-00-00.json")
+        old = copy / f"experiment_state-2020-01-0{day}_00-00-00.json"
+        shutil.copy(next(copy.glob("experiment_state-*.json")), old)
     before = snapshot(gone)
     errored_dirs = sorted(d.name for d in copy.glob("trial_*"))
     res = run_cli("search", space, "--storage", copy, "--num-cpus", "2", "--resume", "--restart-errored")
@@ -130,7 +131,8 @@ def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
     """1, 11, 2: while a search runs, a --resume is refused (it used to write the same folder); SIGTERM exited 1
     with a stack dump and SIGINT exited 0; both now stop cleanly, exit 143/130 and print the --resume command;
     the stopped folder, moved, resumes where it now is."""
-    space = space_file(tmp_path / "stop.yaml", num_samples=2, search={"type": "optuna", "max_concurrent": 1, "seed": 0},
+    space = space_file(tmp_path / "stop.yaml", num_samples=2,
+                       search={"type": "optuna", "max_concurrent": 1, "seed": 0},
                        space={"lr": {"loguniform": [0.01, 0.05]}, "epochs": 6, "subset": 2000, "val_size": 500})
     exp = tmp_path / "exp"
     proc = _start(["search", str(space), "--storage", str(exp), "--num-cpus", "2"])
@@ -192,3 +194,23 @@ def test_a_frozen_worker_is_killed_by_the_driver_and_retried(tmp_path):
     epochs = [r["epoch"] for r in rows]
     assert epochs == list(range(1, 7)) and epochs[frozen_at - 1] <= frozen_at, epochs  # went on from a checkpoint
     assert len({r["pid"] for r in rows}) == 2  # a new worker finished it
+
+
+def test_restart_errored_with_a_grid(tmp_path):
+    """3 (grid): --restart-errored reruns the errored cell from scratch; the finished one is kept."""
+    space = space_file(tmp_path / "grid.yaml", search={"type": "grid", "max_concurrent": 2}, max_failures=0,
+                       grid=[{"seed": 1}, {"seed": 2}], num_samples=1,
+                       space={"lr": 0.02, "epochs": 1, "subset": 1000, "val_size": 500})
+    exp = tmp_path / "exp"
+    fault = {"kind": "crash", "epoch": 1, "match": {"seed": 2}}
+    first = run_cli("search", space, "--storage", exp, "--num-cpus", "2", env={"TUNE_NORM_FAULT": json.dumps(fault)})
+    assert first.returncode == 0 and "2 trials, 1 errored" in first.stdout, first.stderr[-3000:]
+    kept = {name: rows for name, rows in trial_results(exp).items() if rows}  # the crash came before a report
+    res = run_cli("search", space, "--storage", exp, "--num-cpus", "2", "--resume", "--restart-errored")
+    assert res.returncode == 0 and "2 trials, 0 errored" in res.stdout, res.stderr[-3000:]
+    assert len(list((exp / "restarted").iterdir())) == 1
+    after = trial_results(exp)
+    assert len(after) == 2 and sorted(r[-1]["config"]["cell"]["seed"] for r in after.values()) == [1, 2]
+    assert len(kept) == 1
+    for name, rows in kept.items():  # the finished cell was not rerun
+        assert [r["timestamp"] for r in after[name]] == [r["timestamp"] for r in rows]

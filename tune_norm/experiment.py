@@ -206,9 +206,10 @@ def _results(trial_dir: Path, notes: list[str] | None = None) -> list[dict[str, 
             bad.append(number)
     if bad and notes is not None:
         torn = bad == [len(lines)]
-        notes.append(f"{trial_dir.name}/{RESULTS}: " + (f"its last line ({len(lines)}) is cut off (written while the "
-                     "search was stopped?) and was left out" if torn else
-                     f"{len(bad)} of {len(lines)} lines are not JSON results (first: line {bad[0]}) and were left out"))
+        notes.append(f"{trial_dir.name}/{RESULTS}: " + (
+            f"its last line ({len(lines)}) is cut off (written while the search was stopped?) and was left out"
+            if torn else f"{len(bad)} of {len(lines)} lines are not JSON results (first: line {bad[0]}) and were "
+            "left out"))
     return rows
 
 
@@ -327,8 +328,8 @@ def load(path: Path | str) -> Experiment:
     missing += _missing(trials, epochs, provenance)
     restarted = sorted((path / "restarted").glob("trial_*"))
     if restarted:
-        missing.append(f"{_plural(len(restarted), 'errored trial folder')} set aside in restarted/ by --restart-errored "
-                       "(their configs were rerun as new trials; kept, not reported): "
+        missing.append(f"{_plural(len(restarted), 'errored trial folder')} set aside in restarted/ by "
+                       "--restart-errored (their configs were rerun as new trials; kept, not reported): "
                        + ", ".join(d.name for d in restarted))
     orphans = sorted((path / ORPHANED).glob("trial_*"))
     if orphans:

@@ -1,4 +1,4 @@
-"""One writer per experiment folder: an flock'd lock file naming the driver that holds it; stale locks are taken over."""
+"""One writer per experiment folder: an flock'd lock file naming the driver holding it; stale locks are taken over."""
 
 from __future__ import annotations
 

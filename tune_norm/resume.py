@@ -1,4 +1,4 @@
-"""Checks before `--resume` hands a folder to Ray: whose pickles, complete state, same experiment; pruning old state."""
+"""Checks before `--resume` hands a folder to Ray (whose pickles, complete state, same experiment); pruning state."""
 
 from __future__ import annotations
 

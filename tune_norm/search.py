@@ -312,7 +312,8 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
     runs = first.get("runs", []) if isinstance(first, dict) else []
     if isinstance(first, dict) and first.get("spec"):  # a resume: the original record stays, the run is added
         resumed = {k: record[k] for k in ("command", "started", "path", "settings", "gpus_per_trial", "git_commit")}
-        record = {**first, "resumes": first.get("resumes", []) + [{**resumed, "resources": record["spec"]["resources"]}]}
+        resumed["resources"] = record["spec"]["resources"]
+        record = {**first, "resumes": first.get("resumes", []) + [resumed]}
     history.write_text(json.dumps({**record, "runs": runs + [shlex.join(sys.argv)]}, indent=2, default=str) + "\n")
 
 

@@ -1,4 +1,4 @@
-"""Pruning of Ray's session folders under its temp dir: each local Ray adds one (logs, sockets) and never removes it."""
+"""Pruning of Ray's session folders under its temp dir: each local Ray adds one (logs, sockets), never removed."""
 
 from __future__ import annotations
 
