@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import storage
 from .errors import UserError
 
 LOCK_FILE = ".tune_norm.lock"
@@ -89,8 +90,11 @@ class ExperimentLock:
         self.release()
 
 
-def holder(folder: Path | str) -> Holder | None:
-    """The driver holding ``folder``'s lock right now, or None when no live process holds it."""
+def holder(folder) -> Holder | None:
+    """The driver holding ``folder``'s lock right now, or None when no live process holds it (or ``folder`` is a
+    URI such as s3://, where there are no locks: README, "Reliability")."""
+    if storage.is_uri(folder):
+        return None
     path = Path(folder) / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDONLY)

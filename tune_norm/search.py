@@ -379,6 +379,10 @@ def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str
         for moved in set_orphans_aside(path):
             print(f"{moved.name} started after Ray's last snapshot of the experiment, so the resume does not know "
                   f"it; moved to {moved} and kept", file=sys.stderr)
+        if not storage_mod.is_uri(path):
+            from .searcher import StudySearch
+
+            StudySearch.folder = path  # the study file is the one in the folder given, not the recorded one
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=not restart_errored,
                                    restart_errored=restart_errored)
     else:

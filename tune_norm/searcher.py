@@ -11,6 +11,10 @@ class StudySearch(RestartableOptuna):
     optuna-dashboard points to each trial's trial_<id>/ folder; it survives --restart-errored like its parent.
     Runs in the driver, as Ray's searchers do."""
 
+    # The experiment folder as it is now, set by search.run before a resume: the pickled state names the folder
+    # the search started in, which a copy or a move leaves behind (and whose lock file it would wait on forever).
+    folder: str | None = None
+
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
@@ -25,6 +29,10 @@ class StudySearch(RestartableOptuna):
         super().restore(checkpoint_path)
         if self._ot_study is None or self._storage is None:
             return
+        if StudySearch.folder is not None:  # one storage object is shared by the study and its trials: repoint it
+            from .study import backend
+
+            self._storage._backend = backend(StudySearch.folder)
         import optuna
 
         known = {t.number for t in self._ot_trials.values()}

@@ -16,16 +16,22 @@ def study_file(path: str | Path) -> Path:
     return Path(path) / STUDY_FILE
 
 
-def storage(path: str | Path):
-    """The journal storage of the experiment folder ``path`` (created when absent). Only the search's driver
-    writes to it (Ray's OptunaSearch runs there), so a file lock is all the coordination it needs."""
-    from optuna.storages import JournalStorage
+def backend(path: str | Path):
+    """The journal file of the experiment folder ``path`` (created when absent), with its lock."""
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     file = study_file(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     # the open lock (O_EXCL) works on NFS and other shared file systems, where symlink locks may not
-    return JournalStorage(JournalFileBackend(str(file), lock_obj=JournalFileOpenLock(str(file))))
+    return JournalFileBackend(str(file), lock_obj=JournalFileOpenLock(str(file)))
+
+
+def storage(path: str | Path):
+    """The journal storage of the experiment folder ``path``. Only the search's driver writes to it (Ray's
+    OptunaSearch runs there), so a file lock is all the coordination it needs."""
+    from optuna.storages import JournalStorage
+
+    return JournalStorage(backend(path))
 
 
 def create(path: str | Path, name: str, metric: str, mode: str, attrs: dict[str, Any] | None = None):
