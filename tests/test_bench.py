@@ -164,3 +164,20 @@ def test_bench_search_cli_prints_ray_overhead_and_share_of_peak(tmp_path):
     assert 0 < step["share_of_peak"] < 1 and search["ray_per_epoch_gap_s"] >= 0
     assert search["ray_overhead"] == pytest.approx(only["ray"]["wall_s"] / only["direct"]["wall_s"])
     assert len(set(r["levers"]["eval"]["accuracies"].values())) == 1  # every eval variant, the same accuracy
+
+
+def test_eval_batch_changes_no_metric(data_root):
+    """Trainer.evaluate at EVAL_BATCH (500) gives the accuracy and loss of the old batch of 1000, after training."""
+    from tune_norm import train
+
+    cfg = TrainConfig(threads=1, device="cpu", epochs=1, subset=6400, val_size=5000)
+    tr = Trainer(cfg, data.load(data_root, val_size=5000, subset=6400))
+    tr.train_epoch()
+    new = tr.evaluate("val")
+    old_batch, train.EVAL_BATCH = train.EVAL_BATCH, 1000
+    try:
+        old = tr.evaluate("val")
+    finally:
+        train.EVAL_BATCH = old_batch
+    assert old_batch == 500 and new["val_acc"] == old["val_acc"] and 50 < new["val_acc"] < 100
+    assert new["val_loss"] == pytest.approx(old["val_loss"], rel=1e-6)

@@ -1,4 +1,4 @@
-"""Search throughput: a fixed mini-search through Ray beside the same trials without Ray, the step's share of peak, levers."""
+"""Search throughput: a mini-search through Ray vs the same trials without Ray, the step's share of peak, levers."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _ray_side(ms_values: dict, root: str, storage: str) -> dict:
     errors = [str(r.error) for r in grid if r.error]
     if errors:
         raise RuntimeError(f"a mini-search trial failed: {errors[0]}")
-    gaps, first_starts, ends, epochs = [], [], [], 0
+    gaps, first_starts, ends, epochs, spans = [], [], [], 0, []
     for r in grid:
         df = r.metrics_dataframe.sort_values("epoch")
         begins = (df["wall_time"] - df["epoch_seconds"]).tolist()
@@ -86,24 +86,32 @@ def _ray_side(ms_values: dict, root: str, storage: str) -> dict:
         gaps += [b - f for b, f in zip(begins[1:], finishes[:-1])]  # checkpoint + report between two epochs
         first_starts.append(begins[0])
         ends.append(finishes[-1])
+        spans.append((begins[0], finishes[-1]))
         epochs += len(df)
     return {"wall_s": wall, "epochs": epochs, "per_epoch_gap_s": statistics.median(gaps) if gaps else 0.0,
-            "trials_span_s": max(ends) - min(first_starts)}
+            "trials_span_s": max(ends) - min(first_starts), "per_trial_gap_s": _trial_gap(spans)}
+
+
+def _trial_gap(spans: list[tuple[float, float]]) -> float:
+    """Median time from one trial's last epoch to the next trial's first (trials run one at a time)."""
+    spans = sorted(spans)
+    gaps = [b - e for (_, e), (b, _) in zip(spans, spans[1:])]
+    return statistics.median(gaps) if gaps else 0.0
 
 
 def _direct_side(ms_values: dict, root: str) -> dict:
     """The same trials back to back in this one process: the trainable's work without Ray, checkpoint or report."""
     ms = MiniSearch(**ms_values)
     start = time.perf_counter()
-    epochs, first_begin, end = 0, None, 0.0
+    epochs, spans = 0, []
     for cell in ms.cells():
         cfg = from_mapping({**cell, "threads": ms.threads})
         trainer = Trainer(cfg, data_mod.load(Path(root), val_size=cfg.val_size, subset=cfg.subset))
-        for m in trainer.epochs():
-            epochs += 1
-            first_begin = first_begin or m["wall_time"] - m["epoch_seconds"]
-            end = m["wall_time"]
-    return {"wall_s": time.perf_counter() - start, "epochs": epochs, "trials_span_s": end - first_begin}
+        rows = list(trainer.epochs())
+        epochs += len(rows)
+        spans.append((rows[0]["wall_time"] - rows[0]["epoch_seconds"], rows[-1]["wall_time"]))
+    return {"wall_s": time.perf_counter() - start, "epochs": epochs, "trials_span_s": spans[-1][1] - spans[0][0],
+            "per_trial_gap_s": _trial_gap(spans)}
 
 
 def _child(conn, side: str, ms_values: dict, root: str, storage: str) -> None:
@@ -157,8 +165,11 @@ def ray_overhead(root: Path, ms: MiniSearch, log: Callable = print) -> dict:
     direct_wall = statistics.median(r["direct"]["wall_s"] for r in rounds)
     span_ratio = statistics.median(r["ray"]["trials_span_s"] / r["direct"]["trials_span_s"] for r in rounds)
     return {"rounds": rounds, "ray_overhead": ratio, "ray_overhead_after_startup": span_ratio,
-            "ray_trials_per_hour": 3600 * ms.trials / ray_wall, "direct_trials_per_hour": 3600 * ms.trials / direct_wall,
-            "ray_per_epoch_gap_s": statistics.median(r["ray"]["per_epoch_gap_s"] for r in rounds)}
+            "ray_trials_per_hour": 3600 * ms.trials / ray_wall,
+            "direct_trials_per_hour": 3600 * ms.trials / direct_wall,
+            "ray_per_epoch_gap_s": statistics.median(r["ray"]["per_epoch_gap_s"] for r in rounds),
+            "ray_per_trial_gap_s": statistics.median(r["ray"]["per_trial_gap_s"] for r in rounds),
+            "direct_per_trial_gap_s": statistics.median(r["direct"]["per_trial_gap_s"] for r in rounds)}
 
 
 # -- the model step against the CPU's peak ---------------------------------------------------------
@@ -206,17 +217,19 @@ def _timed(fn) -> float:
 
 
 def eval_levers(root: Path, threads: int, rounds: int = 5, train_steps: int = 40) -> dict:
-    """Evaluation variants on the 5,000-image val set, interleaved; and evaluation's share of a full epoch."""
+    """Evaluation variants on the 5,000-image val set against Trainer.evaluate, interleaved; and evaluation's
+    share of a full epoch (train time extrapolated from ``train_steps`` batches to 55,000 images)."""
     cfg = TrainConfig(threads=threads, device="cpu", epochs=rounds)
     mnist = data_mod.load(root, val_size=5000)
-    small = data_mod.MNIST(data_mod.Split(mnist.train.images[: train_steps * 64], mnist.train.labels[: train_steps * 64]),
-                           mnist.val, mnist.test)
+    n = train_steps * cfg.batch_size
+    small = data_mod.MNIST(data_mod.Split(mnist.train.images[:n], mnist.train.labels[:n]), mnist.val, mnist.test)
     tr = Trainer(cfg, small)
     x, y = tr.eval_sets["val"]
     contiguous = copy.deepcopy(tr.model).to(memory_format=torch.contiguous_format)
     xc = x.contiguous()
     variants = {
-        "baseline": lambda: tr.evaluate("val"),
+        "baseline": lambda: tr.evaluate("val")["val_acc"],
+        "batch_1000": lambda: _evaluate(tr.model, x, y, 1000, torch.no_grad),
         "batch_5000": lambda: _evaluate(tr.model, x, y, 5000, torch.no_grad),
         "batch_100": lambda: _evaluate(tr.model, x, y, 100, torch.no_grad),
         "batch_250": lambda: _evaluate(tr.model, x, y, 250, torch.no_grad),
@@ -225,8 +238,8 @@ def eval_levers(root: Path, threads: int, rounds: int = 5, train_steps: int = 40
         "batch_250_inference_mode": lambda: _evaluate(tr.model, x, y, 250, torch.inference_mode),
         "contiguous": lambda: _evaluate(contiguous, xc, y, EVAL_BATCH, torch.no_grad),
     }
-    accs = {name: fn() for name, fn in variants.items()}  # warm-up; all variants must agree on the accuracy
-    accs["baseline"] = accs["baseline"]["val_acc"]
+    for fn in variants.values():  # warm-up
+        fn()
     times: dict[str, list[float]] = {k: [] for k in variants}
     train_rates = []
     names = list(variants)
@@ -234,11 +247,15 @@ def eval_levers(root: Path, threads: int, rounds: int = 5, train_steps: int = 40
         for name in names[r % len(names):] + names[: r % len(names)]:
             times[name].append(_timed(variants[name]))
         train_rates.append(len(tr.train_set) / _timed(tr.train_epoch))
-    ratios = {k: statistics.median(b / v for b, v in zip(times["baseline"], times[k])) for k in names if k != "baseline"}
+        contiguous.load_state_dict(tr.model.state_dict())  # the same weights, still contiguous
+    accs = {name: fn() for name, fn in variants.items()}  # after training: every variant, the same accuracy
+    ratios = {k: statistics.median(b / v for b, v in zip(times["baseline"], times[k]))
+              for k in names if k != "baseline"}
     val_s = statistics.median(times["baseline"])
     test_s = val_s * len(mnist.test) / len(y)
     train_s = 55_000 / statistics.median(train_rates)
-    return {"val_eval_s": val_s, "speedups_vs_baseline": ratios, "accuracies": accs,
+    return {"baseline": f"Trainer.evaluate: batch {EVAL_BATCH}, no_grad, channels_last",
+            "val_eval_s": val_s, "speedups_vs_baseline": ratios, "accuracies": accs,
             "train_epoch_s_55k": train_s, "test_eval_s_10k": test_s,
             "test_share_of_epoch": test_s / (train_s + val_s + test_s),
             "eval_share_of_epoch": (val_s + test_s) / (train_s + val_s + test_s)}
@@ -278,7 +295,7 @@ def _compile_child(conn, root: str, threads: int, cache: str, steps: int, rounds
         first = time.perf_counter() - start
         rates = {"eager": [], "compiled": []}
         for r in range(rounds):
-            for name, tr in (("eager", eager), ("compiled", compiled))[:: 1 if r % 2 == 0 else -1]:
+            for name, tr in (("eager", eager), ("compiled", compiled))[:: 1 if r % 2 == 0 else -1]:  # alternating
                 rates[name].append(n / _timed(tr.train_epoch))
         eager_epoch = n / statistics.median(rates["eager"])
         conn.send(("ok", {"first_epoch_s": first, "compile_s": max(0.0, first - eager_epoch),
@@ -345,29 +362,33 @@ def run(root: Path, ms: MiniSearch, levers: tuple[str, ...] = LEVERS, lever_roun
 def markdown(res: dict[str, Any]) -> str:
     s, se, st = res["settings"], res["search"], res["step"]
     before, after = res["load_average_before"][0], res["load_average_after"][0]
+    wall = {side: statistics.median(r[side]["wall_s"] for r in se["rounds"]) for side in ("ray", "direct")}
     lines = [f"## tune-norm bench --search: {s['trials']} trials x {s['epochs']} epochs on {s['images']:,} images, "
              f"{s['threads']} thread(s), {s['rounds']} round(s)", "",
              f"Load average before {before:.2f}, after {after:.2f}.", "",
              "| path | wall s (median) | trials/hour |", "|---|---:|---:|",
-             f"| Ray (tune_norm.search.run, local Ray, one trial at a time) | "
-             f"{statistics.median(r['ray']['wall_s'] for r in se['rounds']):.1f} | {se['ray_trials_per_hour']:.1f} |",
-             f"| direct (Trainer back to back, one process) | "
-             f"{statistics.median(r['direct']['wall_s'] for r in se['rounds']):.1f} | {se['direct_trials_per_hour']:.1f} |",
+             f"| Ray (tune_norm.search.run, local Ray, one trial at a time) | {wall['ray']:.1f} "
+             f"| {se['ray_trials_per_hour']:.1f} |",
+             f"| direct (Trainer back to back, one process) | {wall['direct']:.1f} "
+             f"| {se['direct_trials_per_hour']:.1f} |",
              "", "| ratio | value |", "|---|---:|",
              f"| Ray overhead: Ray wall / direct wall (goal <= 1.1) | {se['ray_overhead']:.3f} |",
-             f"| the same from the first epoch's start (process, Ray and first data load left out) | {se['ray_overhead_after_startup']:.3f} |",
-             f"| Ray's per-epoch gap (checkpoint + report), s | {se['ray_per_epoch_gap_s']:.3f} |",
-             "", f"Model step: {st['images_per_s']:,.0f} images/s x {st['step_flops_per_image'] / 1e6:.2f} MFLOP/image "
-                 f"= {st['achieved_gflops']:.1f} GFLOP/s of {st['peak_gflops']:.1f} GFLOP/s fp32 peak: "
+             f"| the same from the first epoch's start (process, Ray start, first data load left out) "
+             f"| {se['ray_overhead_after_startup']:.3f} |",
+             f"| Ray: s between two epochs of a trial (checkpoint + report) | {se['ray_per_epoch_gap_s']:.3f} |",
+             f"| Ray: s between two trials (last epoch to next first epoch) | {se['ray_per_trial_gap_s']:.2f} |",
+             f"| direct: s between two trials (data split + Trainer) | {se['direct_per_trial_gap_s']:.2f} |",
+             "", f"Model step: {st['images_per_s']:,.0f} images/s x {st['step_flops_per_image'] / 1e6:.2f} "
+                 f"MFLOP/image = {st['achieved_gflops']:.1f} GFLOP/s of {st['peak_gflops']:.1f} GFLOP/s fp32 peak: "
                  f"**{100 * st['share_of_peak']:.1f}% of peak**.",
              f"Peak: {st['peak_assumption']}.", f"FLOPs: {st['flop_rule']}.", ""]
     lv = res["levers"]
     if lv:
-        lines += ["| lever | ratio (median of per-round ratios; > 1 = faster) |", "|---|---:|"]
+        lines += ["| lever | value (speed-ups: median of per-round ratios, > 1 = faster) |", "|---|---:|"]
     if "eval" in lv:
         e = lv["eval"]
         for k, v in e["speedups_vs_baseline"].items():
-            lines.append(f"| eval {k} vs batch {EVAL_BATCH}, no_grad, channels_last | {v:.2f}x |")
+            lines.append(f"| eval {k} vs {e['baseline']} | {v:.2f}x |")
         lines.append(f"| share of a 55k-image epoch spent evaluating val + test | {e['eval_share_of_epoch']:.3f} |")
         lines.append(f"| share spent evaluating test alone | {e['test_share_of_epoch']:.3f} |")
     if "checkpoint" in lv:
@@ -376,8 +397,10 @@ def markdown(res: dict[str, Any]) -> str:
     if "compile" in lv:
         c = lv["compile"]
         for kind in ("cold", "warm"):
-            lines.append(f"| torch.compile, {kind} Inductor cache: compiled vs eager step | {c[kind]['speedup']:.2f}x |")
-            lines.append(f"| torch.compile, {kind} Inductor cache: compile time per trial, s | {c[kind]['compile_s']:.1f} |")
+            lines.append(f"| torch.compile, {kind} Inductor cache: compiled vs eager train step "
+                         f"| {c[kind]['speedup']:.2f}x |")
+            lines.append(f"| torch.compile, {kind} Inductor cache: compile time per trial, s "
+                         f"| {c[kind]['compile_s']:.1f} |")
     p = res["packing_rule"]
     lines += ["", f"Packing rule: cpus_per_trial {p['cpus_per_trial']:g}, max_concurrent {p['max_concurrent']} on "
                   f"{p['cores']} core(s): {p['trials_at_once']} trial(s) at once, {p['idle_cores']:g} core(s) idle; "
