@@ -166,6 +166,7 @@ def test_bench_search_cli_prints_ray_overhead_and_share_of_peak(tmp_path):
     assert len(set(r["levers"]["eval"]["accuracies"].values())) == 1  # every eval variant, the same accuracy
 
 
+@pytest.mark.slow
 def test_eval_batch_changes_no_metric(data_root):
     """Trainer.evaluate at EVAL_BATCH (500) gives the accuracy and loss of the old batch of 1000, after training."""
     from tune_norm import train

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import multiprocessing as mp
 import os
 import statistics
@@ -77,7 +78,7 @@ def _ray_side(ms_values: dict, root: str, storage: str) -> dict:
     ray.shutdown()
     errors = [str(r.error) for r in grid if r.error]
     if errors:
-        raise RuntimeError(f"a mini-search trial failed: {errors[0]}")
+        raise RuntimeError(f"a mini-search trial failed: {errors[0]}")  # the parent makes it one line
     gaps, first_starts, ends, epochs, spans = [], [], [], 0, []
     for r in grid:
         df = r.metrics_dataframe.sort_values("epoch")
@@ -95,7 +96,7 @@ def _ray_side(ms_values: dict, root: str, storage: str) -> dict:
 def _trial_gap(spans: list[tuple[float, float]]) -> float:
     """Median time from one trial's last epoch to the next trial's first (trials run one at a time)."""
     spans = sorted(spans)
-    gaps = [b - e for (_, e), (b, _) in zip(spans, spans[1:])]
+    gaps = [b - e for (_, e), (b, _) in itertools.pairwise(spans)]
     return statistics.median(gaps) if gaps else 0.0
 
 
@@ -119,7 +120,7 @@ def _child(conn, side: str, ms_values: dict, root: str, storage: str) -> None:
     try:
         out = _ray_side(ms_values, root, storage) if side == "ray" else _direct_side(ms_values, root)
         conn.send(("ok", out))
-    except BaseException as e:  # reported to the parent as one line
+    except Exception as e:  # noqa: BLE001 -- reported to the parent as one line
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
@@ -133,16 +134,16 @@ def _spawn(target, args: tuple, timeout: float = 7200.0) -> dict:
         deadline = time.monotonic() + timeout
         while not parent.poll(1.0):
             if not proc.is_alive():
-                raise RuntimeError(f"bench process {proc.pid} died (exit code {proc.exitcode})")
+                raise UserError(f"the search bench's process {proc.pid} died (exit code {proc.exitcode})")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"bench process {proc.pid} sent nothing for {timeout:.0f} s")
+                raise UserError(f"the search bench's process {proc.pid} sent nothing for {timeout:.0f} s")
         status, out = parent.recv()
     finally:
         proc.join(timeout=60)
         if proc.is_alive():
             proc.terminate()
-    if status != "ok":
-        raise RuntimeError(out)
+    if status != "ok":  # a failed trial or compile: one line, no traceback
+        raise UserError(f"the search bench failed: {out}")
     return out
 
 
@@ -301,7 +302,7 @@ def _compile_child(conn, root: str, threads: int, cache: str, steps: int, rounds
         conn.send(("ok", {"first_epoch_s": first, "compile_s": max(0.0, first - eager_epoch),
                           "speedup": statistics.median(c / e for c, e in zip(rates["compiled"], rates["eager"])),
                           "rates": rates}))
-    except BaseException as e:
+    except Exception as e:  # noqa: BLE001 -- reported to the parent as one line
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
