@@ -284,7 +284,9 @@ def bench(
     levers: str = typer.Option("eval,checkpoint,compile", help="--search: levers to time (comma list, or none)."),
     lever_rounds: int = typer.Option(5, help="--search: interleaved rounds per lever."),
 ) -> None:
-    """Images/s of the seed-style pipeline, tune-norm's pipeline and the bare model step, with their ratios."""
+    """Images/s of the seed-style pipeline, tune-norm's pipeline and the bare model step, with their ratios.
+
+    With --search: trials/hour of a mini-search through Ray vs without, the step's share of peak, and levers."""
     import json
 
     from . import bench as bench_mod
