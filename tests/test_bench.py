@@ -101,3 +101,84 @@ def test_bench_cli_writes_sane_numbers(tmp_path):
     assert "| ratio (median of per-round ratios) | value |" in res.stdout
     if not torch.cuda.is_available():
         assert r["gpu"] is None and "GPU: not measured (no CUDA device)" in res.stdout
+
+
+# -- bench --search: FLOPs, peak, the mini-search through Ray vs direct ------------------------------
+def test_step_flops_from_shapes_agree_with_torch_flop_counter():
+    """The count from layer shapes vs torch's FlopCounterMode on one real forward + backward step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tune_norm import flops
+    from tune_norm.model import Net
+
+    model, batch = Net(), 16
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as fwd:
+        out = model(x)
+    with FlopCounterMode(display=False) as bwd:
+        F.nll_loss(out, y).backward()
+    assert fwd.get_total_flops() == flops.forward_flops(model) * batch  # forward: exact
+    counted = (fwd.get_total_flops() + bwd.get_total_flops()) / batch
+    # 3x forward counts the first conv's input gradient, which torch skips (the images need none): ~1.5%
+    assert flops.step_flops_per_image(model) == pytest.approx(counted, rel=0.02)
+    assert flops.step_flops_per_image(model) >= counted
+
+
+@pytest.mark.parametrize("vendor, flags, per_cycle", [
+    ("GenuineIntel", "fma avx2 avx512f", 64), ("AuthenticAMD", "fma avx2 avx512f", 32),
+    ("GenuineIntel", "fma avx2", 32), ("GenuineIntel", "sse2", 16)])
+def test_cpu_peak_from_isa_flags(vendor, flags, per_cycle):
+    from tune_norm import flops
+
+    peak = flops.cpu_peak(4, f"vendor_id\t: {vendor}\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n")
+    assert peak.flops_per_cycle == per_cycle and peak.gflops == pytest.approx(4 * 2.5 * per_cycle)
+    assert "GHz" in peak.assumption
+    assert math.isfinite(flops.cpu_peak(1).gflops) and flops.cpu_peak(1).gflops > 0  # this machine's
+
+
+@pytest.mark.parametrize("args, message", [(["--search-trials", "0"], "search trials must be at least 1"),
+                                           (["--levers", "warp"], "unknown lever 'warp'"),
+                                           (["--search-images", "60000"], "at most the 55000")])
+def test_bench_search_refuses_bad_sizes_before_work(args, message, tmp_path):
+    res = run_cli("bench", "--search", *args, "--json", tmp_path / "out.json")
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_search_cli_prints_ray_overhead_and_share_of_peak(tmp_path):
+    out = tmp_path / "search.json"
+    res = run_cli("bench", "--search", "--search-trials", "2", "--search-epochs", "2", "--search-images", "640",
+                  "--levers", "eval,checkpoint", "--lever-rounds", "2", "--json", out, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "| Ray overhead: Ray wall / direct wall (goal <= 1.1) |" in res.stdout and "% of peak" in res.stdout
+    r = json.loads(out.read_text())
+    search, step = r["search"], r["step"]
+    (only,) = search["rounds"]
+    assert only["ray"]["epochs"] == only["direct"]["epochs"] == 4  # the same trials on both paths
+    numbers = [search["ray_overhead"], search["ray_overhead_after_startup"], search["ray_trials_per_hour"],
+               search["direct_trials_per_hour"], step["achieved_gflops"], step["peak_gflops"], step["share_of_peak"],
+               step["step_flops_per_image"], r["levers"]["checkpoint"]["save_s"],
+               *r["levers"]["eval"]["speedups_vs_baseline"].values()]
+    assert all(math.isfinite(v) and v > 0 for v in numbers)
+    assert 0 < step["share_of_peak"] < 1 and search["ray_per_epoch_gap_s"] >= 0
+    assert search["ray_overhead"] == pytest.approx(only["ray"]["wall_s"] / only["direct"]["wall_s"])
+    assert len(set(r["levers"]["eval"]["accuracies"].values())) == 1  # every eval variant, the same accuracy
+
+
+@pytest.mark.slow
+def test_eval_batch_changes_no_metric(data_root):
+    """Trainer.evaluate at EVAL_BATCH (500) gives the accuracy and loss of the old batch of 1000, after training."""
+    from tune_norm import train
+
+    cfg = TrainConfig(threads=1, device="cpu", epochs=1, subset=6400, val_size=5000)
+    tr = Trainer(cfg, data.load(data_root, val_size=5000, subset=6400))
+    tr.train_epoch()
+    new = tr.evaluate("val")
+    old_batch, train.EVAL_BATCH = train.EVAL_BATCH, 1000
+    try:
+        old = tr.evaluate("val")
+    finally:
+        train.EVAL_BATCH = old_batch
+    assert old_batch == 500 and new["val_acc"] == old["val_acc"] and 50 < new["val_acc"] < 100
+    assert new["val_loss"] == pytest.approx(old["val_loss"], rel=1e-6)

@@ -324,8 +324,18 @@ def bench(
     packing: bool = typer.Option(True, "--packing/--no-packing", help="Also measure N processes side by side (spawned)."),
     data: Optional[Path] = DataOption,
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
+    search: bool = typer.Option(False, "--search", help="Instead: a mini-search through Ray vs the same trials "
+                                                         "without Ray, the step's share of peak, levers."),
+    search_trials: int = typer.Option(8, help="--search: trials of the mini-search."),
+    search_epochs: int = typer.Option(3, help="--search: epochs per trial."),
+    search_images: int = typer.Option(20_000, help="--search: training images per trial."),
+    search_rounds: int = typer.Option(1, help="--search: Ray/direct rounds (order alternating)."),
+    levers: str = typer.Option("eval,checkpoint,compile", help="--search: levers to time (comma list, or none)."),
+    lever_rounds: int = typer.Option(5, help="--search: interleaved rounds per lever."),
 ) -> None:
-    """Images/s of the seed-style pipeline, tune-norm's pipeline and the bare model step, with their ratios."""
+    """Images/s of the seed-style pipeline, tune-norm's pipeline and the bare model step, with their ratios.
+
+    With --search: trials/hour of a mini-search through Ray vs without, the step's share of peak, and levers."""
     import json
 
     from . import bench as bench_mod
@@ -333,12 +343,23 @@ def bench(
 
     root = (data or data_mod.default_root()).resolve()
     device = device.value
-    results = bench_mod.run(root, device=device, threads=threads, batch_size=batch_size, steps=steps, rounds=rounds,
-                            with_packing=packing, log=lambda line: typer.echo(line, err=True))
-    results["command"] = (f"tune-norm bench --device {device} --threads {results['settings']['threads']} "
-                          f"--batch-size {batch_size} --steps {steps} --rounds {rounds} "
-                          f"--{'' if packing else 'no-'}packing")
-    typer.echo(bench_mod.markdown(results), nl=False)
+    if search:  # trials/hour through Ray vs direct; the logic lives in tune_norm/searchbench.py
+        from . import searchbench
+
+        ms = searchbench.MiniSearch(search_trials, search_epochs, search_images, threads or 1, search_rounds)
+        chosen = tuple(x for x in levers.replace(" ", "").split(",") if x and x != "none")
+        results = searchbench.run(root, ms, chosen, lever_rounds, log=lambda line: typer.echo(line, err=True))
+        results["command"] = (f"tune-norm bench --search --threads {ms.threads} --search-trials {ms.trials} "
+                              f"--search-epochs {ms.epochs} --search-images {ms.images} --search-rounds {ms.rounds} "
+                              f"--levers {','.join(chosen) or 'none'} --lever-rounds {lever_rounds}")
+        typer.echo(searchbench.markdown(results), nl=False)
+    else:
+        results = bench_mod.run(root, device=device, threads=threads, batch_size=batch_size, steps=steps,
+                                rounds=rounds, with_packing=packing, log=lambda line: typer.echo(line, err=True))
+        results["command"] = (f"tune-norm bench --device {device} --threads {results['settings']['threads']} "
+                              f"--batch-size {batch_size} --steps {steps} --rounds {rounds} "
+                              f"--{'' if packing else 'no-'}packing")
+        typer.echo(bench_mod.markdown(results), nl=False)
     if json_path:
         try:
             json_path.write_text(json.dumps(results, indent=2) + "\n")
