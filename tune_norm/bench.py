@@ -261,13 +261,16 @@ def _recv(conn, proc, timeout: float = 900.0):
     deadline = time.monotonic() + timeout
     while not conn.poll(1.0):
         if not proc.is_alive():
-            raise RuntimeError(f"benchmark worker {proc.pid} died (exit code {proc.exitcode})")
+            raise UserError(f"packing benchmark worker {proc.pid} died (exit code {proc.exitcode}); "
+                            "rerun with --no-packing to skip that part")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"benchmark worker {proc.pid} sent nothing for {timeout:.0f} s")
+            raise UserError(f"packing benchmark worker {proc.pid} sent nothing for {timeout:.0f} s; "
+                            "rerun with --no-packing to skip that part")
     try:
         return conn.recv()
     except EOFError:
-        raise RuntimeError(f"benchmark worker {proc.pid} died (exit code {proc.exitcode})") from None
+        raise UserError(f"packing benchmark worker {proc.pid} died (exit code {proc.exitcode}); "
+                        "rerun with --no-packing to skip that part") from None
 
 
 def packing(root: Path, cfg: TrainConfig, layouts: list[tuple[int, int]], steps: int, rounds: int,
