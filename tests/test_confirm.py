@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_cli, trial_results, write_space
 from scipy import stats as sps
 
+from conftest import run_cli, trial_results, write_space
 from tune_norm import confirm, experiment, retrain
 from tune_norm.config import TrainConfig
 from tune_norm.errors import UserError

@@ -175,6 +175,7 @@ def test_loss_is_compared_too_lower_is_better_and_holm_covers_both_measures():
     assert shown.iloc[0]["Mean A"] == "99.50" and shown.iloc[1]["Holm p"] == stats.format_p(2 * loss["p"])[4:]
 
 
+@pytest.mark.slow
 def test_the_committed_reports_comparisons_recompute_from_their_trials(tmp_path):
     """docs/results/rereport.py rebuilds a committed report from its CSVs: the committed comparisons are today's."""
     for name in ("seed", "seed_4_5", "batch_size"):
@@ -406,9 +407,10 @@ def test_runs_of_other_spaces_do_not_pool(tmp_path, change, message):
 def test_pooling_refuses_repeats_and_needs_out(tmp_path):
     a = fake_experiment(tmp_path / "a")
     same_ids = fake_experiment(tmp_path / "b")
-    for args, message in ([str(a), str(a), "--out", str(tmp_path / "o")], "the same experiment folder is given twice"), \
-                         ([str(a), str(same_ids), "--out", str(tmp_path / "o")], "trial t1 appears in more than one"), \
-                         ([str(a), str(same_ids)], "pass --out"):
+    cases = [([str(a), str(a), "--out", str(tmp_path / "o")], "the same experiment folder is given twice"),
+             ([str(a), str(same_ids), "--out", str(tmp_path / "o")], "trial t1 appears in more than one"),
+             ([str(a), str(same_ids)], "pass --out")]
+    for args, message in cases:
         result = CliRunner().invoke(app, ["report", *args, "--no-plots"])
         assert result.exit_code == 2 and message in result.output, result.output
 

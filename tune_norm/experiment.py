@@ -10,9 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import storage
+from . import lock, storage
 from .config import TrainConfig
-from . import lock
 from .errors import UserError
 
 PROVENANCE = "tune_norm.json"  # written into every experiment folder by the search

@@ -299,7 +299,7 @@ def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path, about:
 
     rows = summary[summary["epochs_run"] > 0]
     lines: dict[str, list[tuple[float, float, float]]] = {}
-    for group, seeds in best_setups(rows).items():
+    for _group, seeds in best_setups(rows).items():
         first = seeds.iloc[0]
         name = norm_label(first["norm"]) + regularization_label(first["l1"], first["l2"])
         done = seeds.loc[complete(seeds), value]

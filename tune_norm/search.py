@@ -22,8 +22,13 @@ from . import __version__
 from . import storage as storage_mod  # run() takes a `storage` argument
 from .config import from_mapping
 from .errors import UserError
+from .experiment import (  # the on-disk format lives with its reader
+    CHECKPOINT_FILE,
+    PROVENANCE,
+    flat_config,
+    set_orphans_aside,
+)
 from .guard import RunGuard
-from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config, set_orphans_aside  # the on-disk format lives with its reader
 from .space import SearchSpec
 from .study import STUDY_FILE
 
@@ -119,7 +124,8 @@ def trainable(config: dict, settings: RunSettings) -> None:
                 tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
             dog.beat()
     except TrialHung:
-        raise TrialHung(f"trial hung: no epoch finished within epoch_timeout_s={settings.epoch_timeout_s:g} s") from None
+        raise TrialHung(
+            f"trial hung: no epoch finished within epoch_timeout_s={settings.epoch_timeout_s:g} s") from None
     finally:
         dog.stop()
 

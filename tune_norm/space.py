@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import FIELDS, TrainConfig, from_mapping, load_yaml
 from .errors import UserError
@@ -94,7 +95,7 @@ class SearchSpec:
             return [{**self.constants, **row} for row in self.grid]
         return [{**self.constants, **row, "seed": s} for row in self.grid for s in self.seeds]
 
-    def with_overrides(self, **changes: Any) -> "SearchSpec":
+    def with_overrides(self, **changes: Any) -> SearchSpec:
         """Apply CLI overrides (num_samples=..., scheduler__grace_period=..., set={key: value}) and re-check."""
         spec = self
         sets = changes.pop("set", None) or {}
@@ -295,7 +296,8 @@ def check_spec(spec: SearchSpec) -> SearchSpec:
         r.number("scheduler.reduction_factor", spec.scheduler.reduction_factor, float, 1, low_open=True)
         if spec.scheduler.grace_period > spec.max_epochs:
             raise r.fail("scheduler.grace_period",
-                         f"grace period {spec.scheduler.grace_period} is longer than the {spec.max_epochs} epochs (max_t)")
+                         f"grace period {spec.scheduler.grace_period} is longer than the "
+                         f"{spec.max_epochs} epochs (max_t)")
         l1 = next((p for p in spec.params if p.name == "l1"), None)
         if l1 is not None and max(l1.candidates()) > 0 and spec.scheduler.grace_period < spec.max_epochs / 4:
             warnings.append(

@@ -28,7 +28,7 @@ def main(paths: list[str]) -> None:
         sys.exit("a (group, seed) pair appears twice: these tables overlap")
     print("| run | seeds | train acc | test acc (seed convention) | test - seed | test loss | test acc per seed |")
     print("|---|---|---|---|---|---|---|")
-    for group, (train, test, loss) in SEED.items():
+    for group, (_train, test, _loss) in SEED.items():
         rows = trials[trials["group"] == group].sort_values("seed")
         acc = stats.summarize(rows["best_test_acc"])
         tr, lo = stats.summarize(rows["train_acc_last"]), stats.summarize(rows["best_test_loss"])
