@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, run_cli
-from tune_norm import experiment, report, stats
+from tune_norm import experiment, report, space, stats
 from tune_norm.cli import app
 
 NAN = float("nan")
@@ -310,9 +310,10 @@ def fake_experiment(path: Path, *, name: str = "fake", prefix: str = "", seed: i
     written, one errored, one pending without a folder. ``prefix`` goes before every trial id; every trial
     runs ``seed``."""
     path.mkdir(parents=True)
-    spec = {"name": name, "metric": "val_acc", "mode": "max", "num_samples": 5, "search": {"type": "optuna"},
-            "scheduler": {"type": "asha"}, "resources": {"cpus_per_trial": 2}, "params": []}
-    provenance = {"spec": spec, "gpus_per_trial": 0.5, "command": "tune-norm search x",
+    spec = space.parse({"name": name, "metric": "val_acc", "mode": "max", "num_samples": 5,
+                        "search": {"type": "optuna"}, "scheduler": {"type": "asha"},
+                        "resources": {"cpus_per_trial": 2}})
+    provenance = {"spec": spec.to_dict(), "gpus_per_trial": 0.5, "command": "tune-norm search x",
                   "settings": {"data_root": "/nowhere"}}
     (path / "tune_norm.json").write_text(json.dumps(provenance))
     trials = [(prefix + "t1", "TERMINATED", {"cell": {"norm": "batch", "epochs": 2, "seed": seed}}),

@@ -1,5 +1,6 @@
 """Search-space files: every shipped one validates; each bad one gets its message, exit code 2, nothing written."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,23 @@ def test_every_shipped_space_validates(path):
     assert spec.metric and spec.max_epochs >= 1
     if spec.search.type == "grid":
         assert spec.cells()
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_a_spec_round_trips_through_its_json_record(path):
+    spec = space.load(path)
+    record = json.loads(json.dumps(spec.to_dict()))  # as tune_norm.json holds it
+    assert space.SearchSpec.from_dict(record) == spec
+    assert spec.planned == (len(spec.cells()) if spec.search.type == "grid" else spec.num_samples)
+
+
+def test_an_old_record_reads_with_defaults_and_ignores_unknown_keys():
+    old = {"name": "old", "search": {"type": "grid", "gone": 1}, "grid": [{"norm": "batch"}, {"norm": "layer"}],
+           "seeds": [1, 2, 3], "resources": {"gpus_per_trial": None}, "removed_key": True, "metric": None}
+    spec = space.SearchSpec.from_dict(old)
+    assert (spec.name, spec.metric, spec.mode, spec.planned) == ("old", "val_acc", "max", 6)
+    assert spec.scheduler == space.Scheduler() and spec.resources == space.Resources()
+    assert space.SearchSpec.from_dict({}).planned == space.SearchSpec.from_dict({}).num_samples == 8
 
 
 def test_seed_space_is_the_seven_seed_runs():

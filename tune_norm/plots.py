@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg and touch
 from .errors import UserError
 from .norms import NORMS
 from .report import HONEST, Report, complete, norm_label
+from .space import SearchSpec
 
 DPI = 110
 PATTERNS = ("learning_curves.png", "misclassified_*.png", "accuracy_vs_*.png")  # what a report run owns
@@ -337,7 +338,7 @@ def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path, about:
 
 # -- all of them -------------------------------------------------------------------------------------
 def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str], out: Path, *,
-              data_root: Path | None, spec: dict | None = None) -> tuple[list[tuple[str, Path]], list[str]]:
+              data_root: Path | None, spec: SearchSpec | None = None) -> tuple[list[tuple[str, Path]], list[str]]:
     """Every plot the report has data for, as (title, path); plus notes on plots that could not be drawn."""
     out.mkdir(parents=True, exist_ok=True)
     for pattern in PATTERNS:  # plots of an earlier report whose groups may be gone
@@ -359,7 +360,7 @@ def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str],
         images.append(("Accuracy vs batch size", accuracy_vs_batch_size(summary, report.value,
                                                                         out / "accuracy_vs_batch_size.png",
                                                                         about=about(report))))
-    kinds = {p["name"]: p.get("kind") for p in (spec or {}).get("params") or []}
+    kinds = {p.name: p.kind for p in spec.params} if spec else {}
     for name, condition in report.searched:
         if name == "batch_size" or plotted_trials(summary, condition)[name].nunique() < 2:
             continue  # batch size has its own plot; one value is no axis

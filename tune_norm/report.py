@@ -17,6 +17,7 @@ from . import stats
 from .config import TrainConfig
 from .errors import UserError
 from .norms import DISPLAY, NORMS
+from .space import SearchSpec
 
 FORMATS = ("markdown", "csv", "json", "latex")
 HONEST = "test_acc_at_best_val"  # test accuracy at the epoch validation accuracy chose
@@ -294,14 +295,14 @@ COST_KEYS = ["group", "trials", "stopped_early", "diverged", "errored", "epochs_
              "wall_s", "cpu_s", "gpu_s", "saved_s"]
 
 
-def searched(trials: pd.DataFrame, spec: dict | None = None) -> list[tuple[str, tuple | None]]:
+def searched(trials: pd.DataFrame, spec: SearchSpec | None = None) -> list[tuple[str, tuple | None]]:
     """The hyperparameters the search varied, with their condition ('groups', ('norm', 'group')) if any:
     the spec's sampled keys and grid keys, else every config key whose value differs between trials."""
     names: list[tuple[str, tuple | None]] = []
-    for p in (spec or {}).get("params") or []:
-        if p.get("kind") != "const":
-            names.append((p["name"], tuple(p["when"]) if p.get("when") else None))
-    for row in (spec or {}).get("grid") or []:
+    for p in spec.params if spec else ():
+        if p.kind != "const":
+            names.append((p.name, tuple(p.when) if p.when else None))
+    for row in spec.grid if spec else ():
         for k in row:
             if k not in [n for n, _ in names] and varies(trials, k):
                 names.append((k, None))
@@ -330,7 +331,7 @@ class Report:
 
 def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experiment", metric: str = "val_acc",
           mode: str = "max", cpus: float = 1.0, gpus: float = 0.0, scheduler: str = "asha",
-          spec: dict | None = None, facts: list[tuple[str, str]] | None = None,
+          spec: SearchSpec | None = None, facts: list[tuple[str, str]] | None = None,
           missing: list[str] | None = None) -> Report:
     """The report of an experiment given as DataFrames (see tune_norm.experiment for their columns)."""
     metric, mode = selection(epochs, metric, mode)
@@ -375,10 +376,10 @@ def experiment_facts(exp) -> list[tuple[str, str]]:
     where = ("Folders", ", ".join(map(str, exp.sources))) if exp.sources else ("Folder", str(exp.path))
     facts = [where, ("Trials", f"{len(trials)}{planned} ({statuses or 'none'})")]
     if spec:
-        search, sched = spec.get("search") or {}, spec.get("scheduler") or {}
-        how = f"{search.get('type', '?')} search, {sched.get('type', '?')} scheduler"
-        if sched.get("type") == "asha":
-            how += f" (grace period {sched.get('grace_period')}, reduction factor {sched.get('reduction_factor')})"
+        sched = spec.scheduler
+        how = f"{spec.search.type} search, {sched.type} scheduler"
+        if sched.type == "asha":
+            how += f" (grace period {sched.grace_period}, reduction factor {sched.reduction_factor})"
         facts.append(("Search", how))
     facts.append(("Ranked by", f"{exp.metric} ({exp.mode})"))
     cpus, gpus = exp.resources
@@ -402,7 +403,8 @@ def from_experiment(exp) -> Report:
                  scheduler=exp.scheduler, spec=exp.spec, facts=experiment_facts(exp), missing=exp.missing)
 
 
-def trial_table(summary: pd.DataFrame, table: pd.DataFrame, mode: str, spec: dict | None = None) -> pd.DataFrame:
+def trial_table(summary: pd.DataFrame, table: pd.DataFrame, mode: str,
+                spec: SearchSpec | None = None) -> pd.DataFrame:
     """Every trial, grouped in the main table's order and best first within a group."""
     order = {g: i for i, g in enumerate(table["group"])}
     params = ["norm", "groups", "l1", "l2", "lr", "batch_size", "seed"]

@@ -301,7 +301,7 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
     import torch
 
     record = {
-        "spec": asdict(spec),
+        "spec": spec.to_dict(),
         "settings": asdict(settings),
         "gpus_per_trial": gpus,
         "command": shlex.join(sys.argv),
@@ -318,7 +318,7 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
     runs = first.get("runs", []) if isinstance(first, dict) else []
     if isinstance(first, dict) and first.get("spec"):  # a resume: the original record stays, the run is added
         resumed = {k: record[k] for k in ("command", "started", "path", "settings", "gpus_per_trial", "git_commit")}
-        resumed["resources"] = record["spec"]["resources"]
+        resumed["resources"] = asdict(spec.resources)
         record = {**first, "resumes": first.get("resumes", []) + [resumed]}
     history.write_text(json.dumps({**record, "runs": runs + [shlex.join(sys.argv)]}, indent=2, default=str) + "\n")
 
