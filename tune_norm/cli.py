@@ -314,7 +314,7 @@ def report(
 
     if experiments and len(experiments) > 1 and out is None:
         raise UserError("several experiments are pooled into one report: pass --out for its folder")
-    folders = experiments or [experiment_mod.newest(Path("tune_results"))]
+    folders = experiments or [experiment_mod.newest()]
     exp = experiment_mod.pool([experiment_mod.load(p) for p in folders])
     rep = report_mod.from_experiment(exp)
     folder = (out or experiment_mod.report_folder(exp)).resolve()

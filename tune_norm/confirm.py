@@ -14,7 +14,7 @@ import pandas as pd
 from . import stats, storage
 from .config import TrainConfig, from_mapping
 from .errors import UserError
-from .experiment import Experiment
+from .experiment import Experiment, restorable
 from .report import (
     COMPARED,
     HONEST,
@@ -433,9 +433,9 @@ def run(source_path: str, *, top: int = 3, seeds: int = 5, baseline_kind: str = 
     folder = search.experiment_path(p.spec, storage_path)
     if str(storage.path(folder)) == str(source.path):
         raise UserError(f"{folder} is the source experiment; confirm into another --storage")
-    if resume and not search.is_experiment(folder):
+    if resume and not restorable(folder):
         raise UserError(f"{folder} holds no confirmation to resume; run without --resume to start it")
-    if not resume and search.is_experiment(folder):
+    if not resume and restorable(folder):
         raise UserError(f"{folder} already holds an experiment; pass --resume to continue (or reread) it, "
                         "or choose another --storage")
     data.load_raw(Path(data_root))  # missing or corrupt data fails here, before anything is written

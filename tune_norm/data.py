@@ -109,9 +109,10 @@ def load(root: Path | None = None, *, val_size: int = 5000, subset: int = 0) -> 
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset:
+        held = max(subset // 6, 1000)  # validation and test shrink with the training subset: smoke runs
         train_idx = train_idx[:subset]
-        test = Split(test.images[: max(subset // 6, 1000)], test.labels[: max(subset // 6, 1000)])
-        val_idx = val_idx[: max(subset // 6, 1000)] if val_size else val_idx
+        test = Split(test.images[:held], test.labels[:held])
+        val_idx = val_idx[:held] if val_size else val_idx
     pick = lambda idx: Split(full.images[idx], full.labels[idx])  # noqa: E731
     return MNIST(train=pick(train_idx), val=pick(val_idx), test=test)
 

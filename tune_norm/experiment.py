@@ -16,6 +16,7 @@ from .errors import UserError
 from .space import Resources, SearchSpec
 
 PROVENANCE = "tune_norm.json"  # written into every experiment folder by the search
+RESULTS_ROOT = Path("tune_results")  # where experiments go by default: ./tune_results/<name>
 CHECKPOINT_FILE = "state.pt"  # inside each checkpoint_00000N/ folder
 STATE_GLOB = "experiment_state-*.json"
 RESULTS = "result.json"  # Ray: one JSON object per reported epoch
@@ -106,11 +107,18 @@ def report_folder(exp: Experiment) -> Path:
 
 
 def is_experiment(path: Path | storage.UriPath) -> bool:
+    """True where there is an experiment to read: Ray's experiment state or trial folders."""
     path = storage.path(path)
     return path.is_dir() and (any(path.glob(STATE_GLOB)) or bool(_trial_dirs(path)))
 
 
-def newest(root: Path) -> Path:
+def restorable(path: str | Path | storage.UriPath) -> bool:
+    """True where Ray can restore (resume) an experiment: its experiment state or its tuner.pkl is there."""
+    folder = storage.path(path)
+    return any(folder.glob(STATE_GLOB)) or (folder / "tuner.pkl").exists()
+
+
+def newest(root: Path = RESULTS_ROOT) -> Path:
     """The most recently updated experiment folder directly under ``root``."""
     root = Path(root)
     found = [p for p in (sorted(root.iterdir()) if root.is_dir() else []) if is_experiment(p)]

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from . import storage
 from .errors import UserError
 from .experiment import PROVENANCE, STATE_GLOB, _state
 from .space import SearchSpec
@@ -133,7 +134,7 @@ def moved_from(path: Path) -> str | None:
     """The folder this experiment was started in, when that is not ``path`` (a copy, a move, a synced backup)."""
     record = recorded(path)
     where = ([r.get("path") for r in record.get("resumes") or [] if isinstance(r, dict)] or [record.get("path")])[-1]
-    if isinstance(where, str) and "://" not in where and Path(where) != Path(path):
+    if isinstance(where, str) and not storage.is_uri(where) and Path(where) != Path(path):
         return where
     return None
 
