@@ -117,12 +117,7 @@ def train(
         help="Output folder (default runs/<norm>-<time>, or runs/<experiment>-<trial> with --from)."),
 ) -> None:
     """Train one config and print a per-epoch table; writes metrics and weights (model.pt) to --out."""
-    import time
-
-    from . import config as config_mod
-    from . import data as data_mod
-    from . import retrain
-    from .train import run_to_folder
+    from . import runs
 
     if from_ and config:
         raise UserError("give --config or --from, not both")
@@ -131,34 +126,12 @@ def train(
     seed_list = _parse_seeds(seeds, "--seeds")
     if seed_list and seed is not None:
         raise UserError("give --seed or --seeds, not both")
-    values = retrain.trial_config(config_mod.load_yaml(config)) if config else {}
-    name = None
-    if from_:
-        from . import experiment as experiment_mod
-
-        chosen = retrain.pick(experiment_mod.load(from_), trial)
-        typer.echo(f"{'best' if chosen.best else 'chosen'} trial of {from_}: {chosen.trial_id} "
-                   f"({chosen.metric} {chosen.score:.4g}); config {chosen.config}")
-        values, name = chosen.config, f"{Path(from_).resolve().name}-{chosen.trial_id}"
     options = dict(norm=_value(norm), groups=groups, l1=l1, l2=l2, lr=lr, momentum=momentum,
                    base_momentum=base_momentum, dropout=dropout,
                    batch_size=batch_size, epochs=epochs, seed=seed, val_size=val_size, subset=subset,
                    device=_value(device), threads=threads, amp=amp)
-    todo = retrain.runs(values, full_train=full_train, seeds=seed_list,
-                        overrides={k: v for k, v in options.items() if v is not None})
-    cfgs = [config_mod.from_mapping(v) for v in todo]  # every config checked before any training
-    root = (data or data_mod.default_root()).resolve()
-    if download:
-        data_mod.download(root)
-    base = (out or Path("runs") / f"{name or cfgs[0].norm}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    from .preflight import writable_folder
-
-    writable_folder(base, "--out")
-    if from_:
-        retrain.write_source(base, from_, chosen)
-    for cfg in cfgs:
-        mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
-        run_to_folder(cfg, mnist, base / f"seed_{cfg.seed}" if seed_list else base, echo=typer.echo)
+    runs.train({k: v for k, v in options.items() if v is not None}, config=config, source=from_, trial=trial,
+               full_train=full_train, seeds=seed_list, data=data, download=download, out=out, echo=typer.echo)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -308,29 +281,14 @@ def report(
     data: Optional[Path] = DataOption,
 ) -> None:
     """Summarize an experiment, finished or not: best trial per group, seed statistics, comparisons, cost, plots."""
-    from . import experiment as experiment_mod
-    from . import html as html_mod
+    from . import publish
     from . import report as report_mod
 
-    if experiments and len(experiments) > 1 and out is None:
-        raise UserError("several experiments are pooled into one report: pass --out for its folder")
-    folders = experiments or [experiment_mod.newest()]
-    exp = experiment_mod.pool([experiment_mod.load(p) for p in folders])
-    rep = report_mod.from_experiment(exp)
-    folder = (out or experiment_mod.report_folder(exp)).resolve()
-    report_mod.write_files(rep, folder)
-    images, notes = [], []
-    if not no_plots:
-        from . import plots
-
-        root = data or (Path(exp.data_root) if exp.data_root else None)
-        checkpoints = dict(zip(exp.trials["trial_id"], exp.trials["checkpoint"]))
-        images, notes = plots.write_all(rep, exp.epochs, checkpoints, folder, data_root=root, spec=exp.spec)
-    page = html_mod.write(rep, folder / "report.html", images, notes)
-    typer.echo(report_mod.render(rep, format.value), nl=False)
-    for note in notes:
+    done = publish.publish(experiments, out=out, plots=not no_plots, data_root=data)
+    typer.echo(report_mod.render(done.report, format.value), nl=False)
+    for note in done.notes:
         typer.echo(f"warning: {note}", err=True)
-    typer.echo(f"report: {page} ({len(images)} plots; tables as md, csv, json and tex beside it)", err=True)
+    typer.echo(f"report: {done.page} ({len(done.images)} plots; tables as md, csv, json and tex beside it)", err=True)
 
 
 @app.command(epilog="Example: tune-norm bench --threads 2 --steps 200 --json bench.json")
