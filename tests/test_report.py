@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, run_cli
-from tune_norm import experiment, report, space, stats
+from tune_norm import experiment, render, report, space, stats
 from tune_norm.cli import app
 
 NAN = float("nan")
@@ -86,7 +86,7 @@ def test_the_row_takes_seed_columns_and_honest_columns_from_the_best_trial():
     assert row["l1"] == 0 and row["l2"] == 0.001
     assert row["best_val_acc"] == 95 and row[report.HONEST] == 93 and row["best_val_epoch"] == 2
     assert row["epochs_run"] == 3 and row["epochs"] == 3 and row["seeds"] == 1 and math.isnan(row["std"])
-    labels = [label for label, _ in report.table_columns(report.HONEST)]
+    labels = [label for label, _ in render.table_columns(report.HONEST)]
     for label in ("seed: best train acc", "seed: best test acc", "seed: best test loss", "L1", "L2", "Val acc",
                   "Test acc @ val epoch", "Epochs run", "Trial", "Seeds", "95% CI"):
         assert label in labels
@@ -112,7 +112,7 @@ def test_several_seeds_give_mean_std_and_a_t_interval():
     assert row["mean"] == pytest.approx(98.0) and row["std"] == pytest.approx(1.0)
     half = 4.302653 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((98 - half, 98 + half), abs=1e-5)
-    shown = report.display(pd.DataFrame([row]), report.table_columns(report.HONEST)).iloc[0]
+    shown = render.display(pd.DataFrame([row]), render.table_columns(report.HONEST)).iloc[0]
     assert shown["test @ val epoch: mean ± std"] == "98.00 ± 1.00" and shown["95% CI"] == "[95.52, 100.48]"
 
 
@@ -168,7 +168,7 @@ def test_loss_is_compared_too_lower_is_better_and_holm_covers_both_measures():
     assert loss["verdict"].startswith("BatchNorm < GroupNorm (test loss): significant, p = 0.0")
     assert loss["significant_holm"] and not acc["significant_holm"]
     assert any("Holm-adjusted over the 2 testable comparisons" in n for n in rep.notes)
-    shown = report.display(comp, report.comparison_columns())
+    shown = render.display(comp, render.comparison_columns())
     assert list(shown.columns) == ["Compared", "Within", "A", "B", "Mean A", "Mean B", "A − B (95% CI)", "p",
                                    "Holm p", "Verdict"]
     assert shown.iloc[1]["Mean A"] == "0.0150" and shown.iloc[1]["A − B (95% CI)"].startswith("-0.0040 [")
@@ -223,7 +223,7 @@ def test_diverged_trials_appear_and_are_counted():
     assert costs.loc["BatchNorm", "diverged"] == 1 and costs.loc["BatchNorm", "epochs_saved"] == 0
     rep = report.build(trials, epochs)
     assert any("1 trial diverged" in n for n in rep.notes)
-    assert "yes" in list(report.display(rep.trials, report.trial_columns(rep.trials))["Diverged"])
+    assert "yes" in list(render.display(rep.trials, render.trial_columns(rep.trials))["Diverged"])
 
 
 def test_cost_counts_seconds_and_the_epochs_asha_saved():
@@ -266,7 +266,7 @@ def test_trials_without_results_are_not_ranked():
     assert list(rep.table["group"]) == ["BatchNorm"] and len(rep.trials) == 2
     empty = report.build(pd.DataFrame([trial("p", status="PENDING")]), pd.DataFrame(columns=["trial_id", "epoch"]))
     assert empty.table.empty and any("no trial has reported" in m for m in empty.missing)
-    assert "(none)" in report.render(empty)
+    assert "(none)" in render.render(empty)
 
 
 # -- formats -------------------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def _report() -> report.Report:
 
 
 def test_markdown_is_the_default_and_holds_every_section():
-    text = report.render(_report())
+    text = render.render(_report())
     for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "seed: best test acc",
                  "BatchNorm > GroupNorm (accuracy): significant", "Holm p", "trial z errored: boom", "| BatchNorm |",
                  "| GroupNorm |"):
@@ -287,18 +287,18 @@ def test_markdown_is_the_default_and_holds_every_section():
 
 def test_csv_json_and_latex_carry_the_same_table():
     rep = _report()
-    table = pd.read_csv(StringIO(report.render(rep, "csv")))
+    table = pd.read_csv(StringIO(render.render(rep, "csv")))
     assert list(table["group"]) == ["BatchNorm", "GroupNorm"] and "test_acc_at_best_val" in table
-    data = json.loads(report.render(rep, "json"))
+    data = json.loads(render.render(rep, "json"))
     assert [r["group"] for r in data["table"]] == ["BatchNorm", "GroupNorm"]
     assert data["comparisons"][0]["verdict"].startswith("BatchNorm > GroupNorm") and len(data["trials"]) == 6
-    tex = report.render(rep, "latex")
+    tex = render.render(rep, "latex")
     assert r"\begin{tabular}" in tex and r"demo\_1" in tex and r"95\% CI" in tex and r"$\pm$" in tex
     assert r"BatchNorm $>$ GroupNorm (accuracy)" in tex and "Holm p" in tex
 
 
 def test_write_files_puts_every_format_in_the_folder(tmp_path):
-    paths = report.write_files(_report(), tmp_path / "out")
+    paths = render.write_files(_report(), tmp_path / "out")
     assert sorted(p.name for p in paths) == ["comparisons.csv", "cost.csv", "report.json", "report.md", "report.tex",
                                              "table.csv", "trials.csv"]
     assert all(p.stat().st_size > 0 for p in paths)

@@ -281,11 +281,10 @@ def report(
     data: Optional[Path] = DataOption,
 ) -> None:
     """Summarize an experiment, finished or not: best trial per group, seed statistics, comparisons, cost, plots."""
-    from . import publish
-    from . import report as report_mod
+    from . import publish, render
 
     done = publish.publish(experiments, out=out, plots=not no_plots, data_root=data)
-    typer.echo(report_mod.render(done.report, format.value), nl=False)
+    typer.echo(render.render(done.report, format.value), nl=False)
     for note in done.notes:
         typer.echo(f"warning: {note}", err=True)
     typer.echo(f"report: {done.page} ({len(done.images)} plots; tables as md, csv, json and tex beside it)", err=True)

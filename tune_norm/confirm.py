@@ -15,12 +15,12 @@ from . import stats, storage
 from .config import TrainConfig, from_mapping
 from .errors import UserError
 from .experiment import Experiment, restorable
+from .render import markdown_table
 from .report import (
     COMPARED,
     HONEST,
     LOSS,
     complete,
-    markdown_table,
     setup_key,
     summarize_trials,
 )

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .report import Report, sections
+from .render import sections
+from .report import Report
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px;

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import experiment as experiment_mod
 from . import html as html_mod
+from . import render
 from . import report as report_mod
 from .errors import UserError
 from .report import Report
@@ -32,7 +33,7 @@ def publish(experiments: list[str] | None, *, out: Path | None = None, plots: bo
     exp = experiment_mod.pool([experiment_mod.load(p) for p in folders])
     rep = report_mod.from_experiment(exp)
     folder = (out or experiment_mod.report_folder(exp)).resolve()
-    report_mod.write_files(rep, folder)
+    render.write_files(rep, folder)
     images: list[tuple[str, Path]] = []
     notes: list[str] = []
     if plots:

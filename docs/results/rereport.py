@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_norm import html, report
+from tune_norm import html, render, report
 
 PLOTS, NEXT = "<h2>Plots</h2>", "\n<h2>All trials</h2>"
 
@@ -46,7 +46,7 @@ def rebuild(folder: Path) -> None:
                         value=old["compared_value"], scheduler=scheduler)
     page = (folder / "report.html").read_text(encoding="utf-8")
     plots = page[page.index(PLOTS):page.index(NEXT)]
-    report.write_files(rep, folder)
+    render.write_files(rep, folder)
     new = html.page(rep)
     (folder / "report.html").write_text(new[:new.index(PLOTS)] + plots + new[new.index(NEXT):], encoding="utf-8")
     print(f"{folder}: {len(compared)} comparisons, {int(compared['p'].notna().sum())} tested")
