@@ -254,7 +254,7 @@ def test_without_a_validation_split_the_seed_convention_is_compared():
         for row in c:
             row["val_acc"] = row["val_loss"] = NAN
     rep = report.build(*frames(trials, *curves), metric="train_loss", mode="min")
-    assert rep.value == report.SEED_SCORE
+    assert rep.compared_value == report.SEED_SCORE
     row = rep.table.iloc[0]
     assert math.isnan(row[report.HONEST]) and row["mean"] == pytest.approx((99.5 + 99.7) / 2)
     assert any("no validation split" in n for n in rep.notes)

@@ -357,7 +357,7 @@ def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str],
         notes += why
     summary = report.summary
     if summary.loc[summary["epochs_run"] > 0, "batch_size"].nunique() > 1:
-        images.append(("Accuracy vs batch size", accuracy_vs_batch_size(summary, report.value,
+        images.append(("Accuracy vs batch size", accuracy_vs_batch_size(summary, report.compared_value,
                                                                         out / "accuracy_vs_batch_size.png",
                                                                         about=about(report))))
     kinds = {p.name: p.kind for p in spec.params} if spec else {}
@@ -365,7 +365,7 @@ def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str],
         if name == "batch_size" or plotted_trials(summary, condition)[name].nunique() < 2:
             continue  # batch size has its own plot; one value is no axis
         path = out / f"accuracy_vs_{slug(name)}.png"
-        images.append((f"Accuracy vs {name}", accuracy_vs(summary, name, report.value, path,
+        images.append((f"Accuracy vs {name}", accuracy_vs(summary, name, report.compared_value, path,
                                                            spec_kind=kinds.get(name), condition=condition,
                                                            about=about(report))))
     return images, notes

@@ -144,7 +144,7 @@ def display(frame: pd.DataFrame, columns) -> pd.DataFrame:
 def sections(report: Report) -> list[tuple[str, pd.DataFrame]]:
     """(heading, display frame) of each table, in reading order."""
     return [
-        ("Groups", display(report.table, table_columns(report.value))),
+        ("Groups", display(report.table, table_columns(report.compared_value))),
         ("Comparisons", display(report.comparisons, comparison_columns())),
         ("Cost", display(report.cost, cost_columns(report.scheduler))),
         ("All trials", display(report.trials, trial_columns(report.trials))),
@@ -208,7 +208,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def as_json(report: Report) -> str:
-    data = {"title": report.title, "facts": dict(report.facts), "compared_value": report.value,
+    data = {"title": report.title, "facts": dict(report.facts), "compared_value": report.compared_value,
             "table": _records(report.table), "comparisons": _records(report.comparisons),
             "cost": _records(report.cost), "trials": _records(report.trials), "notes": report.notes,
             "missing": report.missing}

@@ -186,7 +186,7 @@ def complete(rows: pd.DataFrame) -> pd.Series:
     return (rows["status"] != "ERROR") & (rows["diverged"] | (rows["epochs_run"] >= rows["epochs"].astype(int)))
 
 
-def honest_column(summary: pd.DataFrame) -> str:
+def compared_value(summary: pd.DataFrame) -> str:
     """The accuracy that seeds and comparisons use: test acc at the validation-chosen epoch, or the seed's
     best test acc where no trial has a validation split."""
     return HONEST if HONEST in summary and summary[HONEST].notna().any() else SEED_SCORE  # any validation at all
@@ -194,7 +194,7 @@ def honest_column(summary: pd.DataFrame) -> str:
 
 def best_table(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """One row per group from its best trial, with the group's counts and its best setup's seed statistics."""
-    value = honest_column(summary)
+    value = compared_value(summary)
     rows = []
     for group, seeds in best_setups(summary, mode).items():
         best = seeds.iloc[0]
@@ -228,7 +228,7 @@ def comparisons(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """Welch's t-test between every two norms with the same regularization (and batch size), over the seeds
     of each group's best setup: on accuracy (the compared value) and on the lowest test loss, each p also
     Holm-adjusted over every test of the table (the family this report tests)."""
-    value = honest_column(summary)
+    value = compared_value(summary)
     setups = best_setups(summary, mode)
     order = group_order(summary)
     tests = []
@@ -318,7 +318,7 @@ class Report:
     summary: pd.DataFrame  # every trial with all its config keys and metrics (see summarize_trials)
     notes: list[str]  # how to read the table
     missing: list[str]  # what the folder lacks
-    value: str  # the column compared across seeds
+    compared_value: str  # the column compared across seeds and groups (compared_value(summary))
     scheduler: str = "asha"
     searched: list[tuple[str, tuple | None]] = field(default_factory=list)
     metric: str = "val_acc"  # what ranked the trials (the experiment's metric when it was recorded)
@@ -332,7 +332,7 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
     metric, mode = selection(epochs, metric, mode)
     summary = summarize_trials(trials, epochs, metric, mode)
     table = best_table(summary, mode)
-    value = honest_column(summary)
+    value = compared_value(summary)
     notes = [
         f"One row per group; its trial is the group's best by {metric} ({'highest' if mode == 'max' else 'lowest'} "
         "over epochs, averaged over seeds where a setup has several); rows are sorted the same way.",
@@ -358,8 +358,8 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
         missing.append("no trial has reported an epoch yet, so there is nothing to compare")
     return Report(title=title, facts=list(facts or []), table=table, comparisons=compared,
                   cost=cost(summary, cpus, gpus), trials=trial_table(summary, table, mode, spec), summary=summary,
-                  notes=notes, missing=missing, value=value, scheduler=scheduler, searched=searched(trials, spec),
-                  metric=metric)
+                  notes=notes, missing=missing, compared_value=value, scheduler=scheduler,
+                  searched=searched(trials, spec), metric=metric)
 
 
 def experiment_facts(exp) -> list[tuple[str, str]]:
