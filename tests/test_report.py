@@ -87,8 +87,8 @@ def test_the_row_takes_seed_columns_and_honest_columns_from_the_best_trial():
     assert row["best_val_acc"] == 95 and row[report.HONEST] == 93 and row["best_val_epoch"] == 2
     assert row["epochs_run"] == 3 and row["epochs"] == 3 and row["seeds"] == 1 and math.isnan(row["std"])
     labels = [label for label, _ in render.table_columns(report.HONEST)]
-    for label in ("seed: best train acc", "seed: best test acc", "seed: best test loss", "L1", "L2", "Val acc",
-                  "Test acc @ val epoch", "Epochs run", "Trial", "Seeds", "95% CI"):
+    for label in ("baseline: best train acc", "baseline: best test acc", "baseline: best test loss", "L1", "L2",
+                  "Val acc", "Test acc @ val epoch", "Epochs run", "Trial", "Seeds", "95% CI"):
         assert label in labels
 
 
@@ -145,7 +145,7 @@ def test_norms_are_compared_within_the_same_regularization():
     assert verdicts[1] == "BatchNorm vs LayerNorm (accuracy): not testable (1 seed), 5 vs 1 seeds"
     assert verdicts[3].startswith("GroupNorm + L1 > BatchNorm + L1 (accuracy): not significant, p = 0.")
     assert verdicts[3].endswith("2 vs 2 seeds")
-    assert list(comp["metric"]) == ["test acc @ val epoch"] * 4 + ["seed: best test loss"] * 4
+    assert list(comp["metric"]) == ["test acc @ val epoch"] * 4 + ["baseline: best test loss"] * 4
     assert list(zip(comp["a"], comp["b"]))[4:] == [(a, b) for _, a, b in pairs]
     assert verdicts[4].startswith("BatchNorm vs GroupNorm (test loss): not testable (every seed scored the same")
 
@@ -159,7 +159,7 @@ def test_loss_is_compared_too_lower_is_better_and_holm_covers_both_measures():
             row["test_loss"] = lowest * factor  # the lowest test loss is at epoch 2
     rep = report.build(*frames(bn + gn, *bn_c, *gn_c))
     comp = rep.comparisons
-    assert list(comp["metric"]) == ["test acc @ val epoch", "seed: best test loss"]
+    assert list(comp["metric"]) == ["test acc @ val epoch", "baseline: best test loss"]
     acc, loss = comp.iloc[0], comp.iloc[1]
     assert loss["mean_a"] == pytest.approx(0.015) and loss["mean_b"] == pytest.approx(0.019)
     assert loss["p"] == pytest.approx(stats.compare(bn_loss, gn_loss).p)
@@ -200,7 +200,7 @@ def test_the_pooled_seed_table_gives_the_numbers_the_results_page_states():
                           str(results / "seed_4_5" / "trials.csv")], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr
-    assert ("| seed: best test loss | no regularization | BatchNorm | GroupNorm | 0.0150 | 0.0184 | "
+    assert ("| baseline: best test loss | no regularization | BatchNorm | GroupNorm | 0.0150 | 0.0184 | "
             "-0.0035 [-0.0055, -0.0014] | 0.005 | 0.03 |") in run.stdout
     assert "| BatchNorm | GroupNorm | 99.52 | 99.47 | +0.04 [-0.05, +0.14] | 0.29 | 0.88 |" in run.stdout
     assert "Holm-adjusted over the 8 testable comparisons" in run.stdout
@@ -254,7 +254,7 @@ def test_without_a_validation_split_the_seed_convention_is_compared():
         for row in c:
             row["val_acc"] = row["val_loss"] = NAN
     rep = report.build(*frames(trials, *curves), metric="train_loss", mode="min")
-    assert rep.compared_value == report.SEED_SCORE
+    assert rep.compared_value == report.BASELINE_SCORE
     row = rep.table.iloc[0]
     assert math.isnan(row[report.HONEST]) and row["mean"] == pytest.approx((99.5 + 99.7) / 2)
     assert any("no validation split" in n for n in rep.notes)
@@ -279,7 +279,7 @@ def _report() -> report.Report:
 
 def test_markdown_is_the_default_and_holds_every_section():
     text = render.render(_report())
-    for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "seed: best test acc",
+    for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "baseline: best test acc",
                  "BatchNorm > GroupNorm (accuracy): significant", "Holm p", "trial z errored: boom", "| BatchNorm |",
                  "| GroupNorm |"):
         assert part in text
@@ -484,8 +484,8 @@ def test_smoke_search_then_report(tmp_path, data_root):
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| Group |"))
-    for column in ("seed: best train acc", "seed: best test acc", "seed: best test loss", "L1", "L2", "Val acc",
-                   "Test acc @ val epoch", "Epochs run", "Trial", "Seeds"):
+    for column in ("baseline: best train acc", "baseline: best test acc", "baseline: best test loss", "L1", "L2",
+                   "Val acc", "Test acc @ val epoch", "Epochs run", "Trial", "Seeds"):
         assert f"| {column} |" in header
     rows = []
     for line in lines[lines.index(header) + 2:]:

@@ -94,8 +94,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Images per step (seed 64)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (seed 20)."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
-    val_size: Optional[int] = typer.Option(None, help="Validation images held out of training (default 5000; 0 = seed "
-                                                      "convention)."),
+    val_size: Optional[int] = typer.Option(None, help="Validation images held out of training (default 5000; 0 = the "
+                                                      "baseline study's convention)."),
     subset: Optional[int] = typer.Option(None, help="Train on only this many images (0 = all)."),
     device: Optional[Device] = typer.Option(None, help="Where to train (default auto: CUDA when present)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (0 = all available)."),

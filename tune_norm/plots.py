@@ -51,7 +51,7 @@ def about(report: Report) -> str:
 def _value_label(value: str) -> str:
     if value == HONEST:
         return "test acc at the val-chosen epoch (%)"
-    return "best test acc over epochs (%, seed convention)"
+    return "best test acc over epochs (%, baseline convention)"
 
 
 # -- learning curves ---------------------------------------------------------------------------------

@@ -41,12 +41,12 @@ def _text(v: Any) -> str:
 def table_columns(value: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
     """(label, row -> text) for the main table."""
     pct = _fmt(2)
-    stat = "test @ val epoch" if value == HONEST else "seed: best test acc"
+    stat = "test @ val epoch" if value == HONEST else "baseline: best test acc"
     return [
         ("Group", lambda r: r["group"]),
-        ("seed: best train acc", lambda r: pct(r["train_acc_last"])),
-        ("seed: best test acc", lambda r: pct(r["best_test_acc"])),
-        ("seed: best test loss", lambda r: _fmt(4)(r["best_test_loss"])),
+        ("baseline: best train acc", lambda r: pct(r["train_acc_last"])),
+        ("baseline: best test acc", lambda r: pct(r["best_test_acc"])),
+        ("baseline: best test loss", lambda r: _fmt(4)(r["best_test_loss"])),
         ("L1", lambda r: _factor(r["l1"])),
         ("L2", lambda r: _factor(r["l2"])),
         ("Val acc", lambda r: pct(r["best_val_acc"])),
@@ -127,7 +127,7 @@ def trial_columns(frame: pd.DataFrame) -> list[tuple[str, Callable[[pd.Series], 
         ("Epochs run", lambda r: f"{_int(r['epochs_run'])}/{_int(r['epochs'])}"),
         ("Val acc", lambda r: pct(r["best_val_acc"])),
         ("Test acc @ val epoch", lambda r: pct(r[HONEST])),
-        ("seed: best test acc", lambda r: pct(r["best_test_acc"])),
+        ("baseline: best test acc", lambda r: pct(r["best_test_acc"])),
         ("Diverged", lambda r: "yes" if r["diverged"] else ""),
         ("Stopped early", lambda r: "yes" if r["stopped_early"] else ""),
         ("Wall s", lambda r: _seconds(r["wall_s"])),

@@ -16,8 +16,8 @@ from .norms import DISPLAY, NORMS
 from .space import SearchSpec
 
 HONEST = "test_acc_at_best_val"  # test accuracy at the epoch validation accuracy chose
-SEED_SCORE = "best_test_acc"  # the seed's convention: best test accuracy over all epochs
-SEED_ORDER = ("batch", "group", "layer")  # the seed's comparisons: BN vs GN, BN vs LN, GN vs LN
+BASELINE_SCORE = "best_test_acc"  # the baseline study's convention: best test accuracy over all epochs
+BASELINE_ORDER = ("batch", "group", "layer")  # the baseline study's comparisons: BN vs GN, BN vs LN, GN vs LN
 NOT_REPLICATE_KEYS = ("seed", "device", "threads")  # trials equal in every other key are seeds of one setup
 FINISHED = "TERMINATED"
 DEFAULTS = TrainConfig().as_dict()
@@ -42,7 +42,7 @@ def group_label(norm: str, l1: float = 0.0, l2: float = 0.0, batch_size: int | N
 
 def group_order(frame: pd.DataFrame) -> dict[str, int]:
     """Group -> position: the seed's norm order, then regularization, then batch size."""
-    norms = {n: i for i, n in enumerate(dict.fromkeys(SEED_ORDER + tuple(NORMS)))}
+    norms = {n: i for i, n in enumerate(dict.fromkeys(BASELINE_ORDER + tuple(NORMS)))}
     rows = frame.drop_duplicates("group")
     regs = {"": 0, " + L1": 1, " + L2": 2, " + L1 + L2": 3}
     keys = {g: (norms.get(n, len(norms)), str(n), regs[regularization_label(a, b)], _num(bs))
@@ -189,7 +189,7 @@ def complete(rows: pd.DataFrame) -> pd.Series:
 def compared_value(summary: pd.DataFrame) -> str:
     """The accuracy that seeds and comparisons use: test acc at the validation-chosen epoch, or the seed's
     best test acc where no trial has a validation split."""
-    return HONEST if HONEST in summary and summary[HONEST].notna().any() else SEED_SCORE  # any validation at all
+    return HONEST if HONEST in summary and summary[HONEST].notna().any() else BASELINE_SCORE  # any validation at all
 
 
 def best_table(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
@@ -252,7 +252,8 @@ def comparisons(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
 
 
 LOSS = "best_test_loss"  # the loss that comparisons test: the lowest test loss over epochs (the seed's)
-COMPARED = {HONEST: "test acc @ val epoch", SEED_SCORE: "seed: best test acc", LOSS: "seed: best test loss"}
+COMPARED = {HONEST: "test acc @ val epoch", BASELINE_SCORE: "baseline: best test acc",
+            LOSS: "baseline: best test loss"}
 COMPARISON_KEYS = ["stratum", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_low", "diff_high", "t", "df",
                    "p", "significant", "verdict", "metric", "p_holm", "significant_holm"]
 
@@ -336,9 +337,9 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
     notes = [
         f"One row per group; its trial is the group's best by {metric} ({'highest' if mode == 'max' else 'lowest'} "
         "over epochs, averaged over seeds where a setup has several); rows are sorted the same way.",
-        "Columns marked 'seed:' follow the seed's convention: 'best train acc' is the running training accuracy of "
-        "the last epoch, 'best test acc' and 'best test loss' are the best over all epochs on the test set. The test "
-        "set picks that epoch, so these numbers flatter.",
+        "Columns marked 'baseline:' follow the baseline study's convention: 'best train acc' is the running "
+        "training accuracy of the last epoch, 'best test acc' and 'best test loss' are the best over all epochs on "
+        "the test set. The test set picks that epoch, so these numbers flatter.",
     ]
     if value == HONEST:
         notes.append("'Test acc @ val epoch' is the test accuracy at the epoch with the best validation accuracy: "

@@ -150,7 +150,7 @@ class Trainer:
         else:
             for name in self.eval_sets:
                 metrics.update(self.evaluate(name))
-            if "val_acc" not in metrics:  # seed convention (val_size 0): no validation split
+            if "val_acc" not in metrics:  # the baseline study's convention (val_size 0): no validation split
                 metrics.update(val_loss=float("nan"), val_acc=float("nan"))
         seconds = time.perf_counter() - started
         # named apart from the config's lr (the OneCycle peak) so trackers and tables do not mix the two
@@ -261,6 +261,6 @@ def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[
     status = "diverged" if trainer.diverged else "finished"
     honest = last["test_acc_at_best_val"]
     at_val = "" if math.isnan(honest) else f"test acc at best val epoch {honest:.2f}%, "
-    echo(f"{status}: best test acc {last['best_test_acc']:.2f}% (seed convention: best over epochs), "
+    echo(f"{status}: best test acc {last['best_test_acc']:.2f}% (baseline convention: best over epochs), "
          f"{at_val}results in {out}")
     return rows

@@ -26,7 +26,7 @@ def main(paths: list[str]) -> None:
     trials = trials[trials["epochs_run"] == trials["epochs"]]  # finished trials only
     if trials.duplicated(["group", "seed"]).any():
         sys.exit("a (group, seed) pair appears twice: these tables overlap")
-    print("| run | seeds | train acc | test acc (seed convention) | test - seed | test loss | test acc per seed |")
+    print("| run | seeds | train acc | test acc (baseline convention) | test - seed | test loss | test acc per seed |")
     print("|---|---|---|---|---|---|---|")
     for group, (_train, test, _loss) in SEED.items():
         rows = trials[trials["group"] == group].sort_values("seed")
