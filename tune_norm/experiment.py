@@ -290,7 +290,8 @@ def load(path: Path | str) -> Experiment:
         missing.append(f"no readable {PROVENANCE}: the spec is unknown, so each trial is taken to hold "
                        "1 CPU and no GPU")
     state = _state(path, missing)
-    live = lock.holder(path) is not None  # a driver is writing the folder right now
+    # a driver is writing the folder right now (only local folders are locked: a bucket has no flock)
+    live = not storage.is_uri(str(path)) and lock.holder(path) is not None
     spec = recorded_spec(provenance)
     max_failures = spec.max_failures if spec else -1
     dirs = {d.name: d for d in _trial_dirs(path)}
