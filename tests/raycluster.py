@@ -79,7 +79,7 @@ class FakeCluster:
 
     def nodes(self) -> list[dict]:
         """Alive nodes: {'id', 'resources'} each, asked of the cluster by a short-lived driver."""
-        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
+        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "  # noqa: UP031
                 "print(json.dumps([{'id': n['NodeID'], 'resources': n['Resources']} for n in ray.nodes() "
                 "if n['Alive']]))") % self.address
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)

@@ -13,7 +13,6 @@ import pytest
 
 from conftest import ROOT, run_cli, trial_results
 from raycluster import FakeCluster
-
 from tune_norm.clusterview import ClusterView, node_types_of
 
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"

@@ -6,9 +6,8 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from tune_norm.cli import app
-
 from conftest import run_cli
+from tune_norm.cli import app
 
 COMMANDS = sorted(typer.main.get_command(app).commands)
 
@@ -52,6 +51,7 @@ def test_unknown_norm_choice_lists_the_registry():
     assert all(k in result.output for k in ("batch", "layer", "group", "instance", "none"))
 
 
+@pytest.mark.slow
 def test_train_from_yaml_with_option_override(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("norm: layer\nepochs: 1\nsubset: 2000\nval_size: 1000\nlr: 0.05\n")

@@ -34,8 +34,13 @@ import yaml
 
 from conftest import run_cli
 from raycluster import free_port, stop_processes
-from tune_norm.cluster import (check_cluster_file, placeholder_findings, policy_document_findings,
-                               policy_violations, ray_findings)
+from tune_norm.cluster import (
+    check_cluster_file,
+    placeholder_findings,
+    policy_document_findings,
+    policy_violations,
+    ray_findings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"

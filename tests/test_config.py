@@ -1,5 +1,7 @@
 """Config validation at the edge: unknown keys, bad values and unsafe YAML are refused in one sentence."""
 
+import dataclasses
+
 import pytest
 
 from tune_norm.config import TrainConfig, from_mapping, load_yaml
@@ -10,7 +12,7 @@ def test_defaults_are_the_seed_recipe():
     cfg = from_mapping({})
     assert (cfg.norm, cfg.batch_size, cfg.lr, cfg.dropout, cfg.epochs) == ("batch", 64, 0.015, 0.03, 20)
     assert (cfg.momentum, cfg.base_momentum) == (0.95, 0.85)  # what the seed's OneCycleLR really ran
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1  # frozen
 
 

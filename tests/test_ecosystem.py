@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from conftest import CLI, DATA, ROOT, run_cli, trial_results
-
 from tune_norm import retrain, study
 from tune_norm.errors import UserError
 
@@ -177,6 +176,7 @@ def test_grid_params_json_nests_under_cell_and_drops_inactive_keys():
         {"lr": 0.02, "val_size": 0, "seed": 1}, {"lr": 0.02, "val_size": 0, "seed": 2}]
 
 
+@pytest.mark.slow
 def test_version_and_python_m():
     res = subprocess.run([sys.executable, "-m", "tune_norm", "--version"], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
@@ -242,7 +242,8 @@ def test_wandb_without_its_package_is_refused_before_any_work(tmp_path):
     from tune_norm.cli import app
 
     res = CliRunner().invoke(app, ["search", str(SMOKE), "--wandb", "tune-norm", "--storage", str(tmp_path / "x")])
-    assert res.exit_code == 2 and res.stderr == "error: --wandb needs the wandb package: pip install 'tune-norm[wandb]'\n"
+    assert res.exit_code == 2
+    assert res.stderr == "error: --wandb needs the wandb package: pip install 'tune-norm[wandb]'\n"
     assert not (tmp_path / "x").exists()
 
 

@@ -14,11 +14,10 @@ import os
 import pytest
 import torch
 
+from conftest import run_cli, trial_results, write_space
 from tune_norm import data
 from tune_norm.config import TrainConfig
 from tune_norm.train import Trainer
-
-from conftest import run_cli, trial_results, write_space
 
 DRY_RUN = os.environ.get("TUNE_NORM_GPU_TESTS_ON_CPU") == "1"
 GPU = "cpu" if DRY_RUN else "cuda"
@@ -68,7 +67,8 @@ def test_a_checkpoint_resumes_on_the_other_device(mnist, tmp_path, first, second
 
 
 def test_ray_packs_four_trials_on_one_gpu(tmp_path):
-    space = write_space(tmp_path / "pack.yaml", num_samples=4, search={"type": "random", "max_concurrent": 4, "seed": 0},
+    space = write_space(tmp_path / "pack.yaml", num_samples=4,
+                        search={"type": "random", "max_concurrent": 4, "seed": 0},
                         scheduler={"type": "fifo"}, space={"epochs": 3})
     res = run_cli("search", space, "--storage", tmp_path / "exp", "--gpus-per-trial", "0.25", "--num-gpus", "1",
                   "--num-cpus", "4", timeout=420)
@@ -79,7 +79,8 @@ def test_ray_packs_four_trials_on_one_gpu(tmp_path):
     assert {r[-1]["device"].split(":")[0] for r in rows.values()} == {GPU}
     assert len({r[-1]["pid"] for r in rows.values()}) == 4  # four processes at once
     # every trial's epochs overlap the others': the latest start is before the earliest end
-    spans = [(min(e["wall_time"] - e["epoch_seconds"] for e in r), max(e["wall_time"] for e in r)) for r in rows.values()]
+    spans = [(min(e["wall_time"] - e["epoch_seconds"] for e in r), max(e["wall_time"] for e in r))
+             for r in rows.values()]
     assert max(s for s, _ in spans) < min(e for _, e in spans), spans
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_reliability import cli, refused, snapshot
 
 from conftest import CLI, DATA, ROOT, run_cli, trial_results
-from test_reliability import cli, refused, snapshot
 from tune_norm import experiment
 
 pytestmark = pytest.mark.slow

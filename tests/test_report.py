@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT, run_cli
-from tune_norm import experiment, report, stats
+from tune_norm import experiment, render, report, space, stats
 from tune_norm.cli import app
 
 NAN = float("nan")
@@ -86,9 +86,9 @@ def test_the_row_takes_seed_columns_and_honest_columns_from_the_best_trial():
     assert row["l1"] == 0 and row["l2"] == 0.001
     assert row["best_val_acc"] == 95 and row[report.HONEST] == 93 and row["best_val_epoch"] == 2
     assert row["epochs_run"] == 3 and row["epochs"] == 3 and row["seeds"] == 1 and math.isnan(row["std"])
-    labels = [label for label, _ in report.table_columns(report.HONEST)]
-    for label in ("seed: best train acc", "seed: best test acc", "seed: best test loss", "L1", "L2", "Val acc",
-                  "Test acc @ val epoch", "Epochs run", "Trial", "Seeds", "95% CI"):
+    labels = [label for label, _ in render.table_columns(report.HONEST)]
+    for label in ("baseline: best train acc", "baseline: best test acc", "baseline: best test loss", "L1", "L2",
+                  "Val acc", "Test acc @ val epoch", "Epochs run", "Trial", "Seeds", "95% CI"):
         assert label in labels
 
 
@@ -112,7 +112,7 @@ def test_several_seeds_give_mean_std_and_a_t_interval():
     assert row["mean"] == pytest.approx(98.0) and row["std"] == pytest.approx(1.0)
     half = 4.302653 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((98 - half, 98 + half), abs=1e-5)
-    shown = report.display(pd.DataFrame([row]), report.table_columns(report.HONEST)).iloc[0]
+    shown = render.display(pd.DataFrame([row]), render.table_columns(report.HONEST)).iloc[0]
     assert shown["test @ val epoch: mean ± std"] == "98.00 ± 1.00" and shown["95% CI"] == "[95.52, 100.48]"
 
 
@@ -145,7 +145,7 @@ def test_norms_are_compared_within_the_same_regularization():
     assert verdicts[1] == "BatchNorm vs LayerNorm (accuracy): not testable (1 seed), 5 vs 1 seeds"
     assert verdicts[3].startswith("GroupNorm + L1 > BatchNorm + L1 (accuracy): not significant, p = 0.")
     assert verdicts[3].endswith("2 vs 2 seeds")
-    assert list(comp["metric"]) == ["test acc @ val epoch"] * 4 + ["seed: best test loss"] * 4
+    assert list(comp["metric"]) == ["test acc @ val epoch"] * 4 + ["baseline: best test loss"] * 4
     assert list(zip(comp["a"], comp["b"]))[4:] == [(a, b) for _, a, b in pairs]
     assert verdicts[4].startswith("BatchNorm vs GroupNorm (test loss): not testable (every seed scored the same")
 
@@ -159,7 +159,7 @@ def test_loss_is_compared_too_lower_is_better_and_holm_covers_both_measures():
             row["test_loss"] = lowest * factor  # the lowest test loss is at epoch 2
     rep = report.build(*frames(bn + gn, *bn_c, *gn_c))
     comp = rep.comparisons
-    assert list(comp["metric"]) == ["test acc @ val epoch", "seed: best test loss"]
+    assert list(comp["metric"]) == ["test acc @ val epoch", "baseline: best test loss"]
     acc, loss = comp.iloc[0], comp.iloc[1]
     assert loss["mean_a"] == pytest.approx(0.015) and loss["mean_b"] == pytest.approx(0.019)
     assert loss["p"] == pytest.approx(stats.compare(bn_loss, gn_loss).p)
@@ -168,13 +168,14 @@ def test_loss_is_compared_too_lower_is_better_and_holm_covers_both_measures():
     assert loss["verdict"].startswith("BatchNorm < GroupNorm (test loss): significant, p = 0.0")
     assert loss["significant_holm"] and not acc["significant_holm"]
     assert any("Holm-adjusted over the 2 testable comparisons" in n for n in rep.notes)
-    shown = report.display(comp, report.comparison_columns())
+    shown = render.display(comp, render.comparison_columns())
     assert list(shown.columns) == ["Compared", "Within", "A", "B", "Mean A", "Mean B", "A − B (95% CI)", "p",
                                    "Holm p", "Verdict"]
     assert shown.iloc[1]["Mean A"] == "0.0150" and shown.iloc[1]["A − B (95% CI)"].startswith("-0.0040 [")
     assert shown.iloc[0]["Mean A"] == "99.50" and shown.iloc[1]["Holm p"] == stats.format_p(2 * loss["p"])[4:]
 
 
+@pytest.mark.slow
 def test_the_committed_reports_comparisons_recompute_from_their_trials(tmp_path):
     """docs/results/rereport.py rebuilds a committed report from its CSVs: the committed comparisons are today's."""
     for name in ("seed", "seed_4_5", "batch_size"):
@@ -199,7 +200,7 @@ def test_the_pooled_seed_table_gives_the_numbers_the_results_page_states():
                           str(results / "seed_4_5" / "trials.csv")], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr
-    assert ("| seed: best test loss | no regularization | BatchNorm | GroupNorm | 0.0150 | 0.0184 | "
+    assert ("| baseline: best test loss | no regularization | BatchNorm | GroupNorm | 0.0150 | 0.0184 | "
             "-0.0035 [-0.0055, -0.0014] | 0.005 | 0.03 |") in run.stdout
     assert "| BatchNorm | GroupNorm | 99.52 | 99.47 | +0.04 [-0.05, +0.14] | 0.29 | 0.88 |" in run.stdout
     assert "Holm-adjusted over the 8 testable comparisons" in run.stdout
@@ -222,7 +223,7 @@ def test_diverged_trials_appear_and_are_counted():
     assert costs.loc["BatchNorm", "diverged"] == 1 and costs.loc["BatchNorm", "epochs_saved"] == 0
     rep = report.build(trials, epochs)
     assert any("1 trial diverged" in n for n in rep.notes)
-    assert "yes" in list(report.display(rep.trials, report.trial_columns(rep.trials))["Diverged"])
+    assert "yes" in list(render.display(rep.trials, render.trial_columns(rep.trials))["Diverged"])
 
 
 def test_cost_counts_seconds_and_the_epochs_asha_saved():
@@ -253,7 +254,7 @@ def test_without_a_validation_split_the_seed_convention_is_compared():
         for row in c:
             row["val_acc"] = row["val_loss"] = NAN
     rep = report.build(*frames(trials, *curves), metric="train_loss", mode="min")
-    assert rep.value == report.SEED_SCORE
+    assert rep.compared_value == report.BASELINE_SCORE
     row = rep.table.iloc[0]
     assert math.isnan(row[report.HONEST]) and row["mean"] == pytest.approx((99.5 + 99.7) / 2)
     assert any("no validation split" in n for n in rep.notes)
@@ -265,7 +266,7 @@ def test_trials_without_results_are_not_ranked():
     assert list(rep.table["group"]) == ["BatchNorm"] and len(rep.trials) == 2
     empty = report.build(pd.DataFrame([trial("p", status="PENDING")]), pd.DataFrame(columns=["trial_id", "epoch"]))
     assert empty.table.empty and any("no trial has reported" in m for m in empty.missing)
-    assert "(none)" in report.render(empty)
+    assert "(none)" in render.render(empty)
 
 
 # -- formats -------------------------------------------------------------------------------------------
@@ -277,8 +278,8 @@ def _report() -> report.Report:
 
 
 def test_markdown_is_the_default_and_holds_every_section():
-    text = report.render(_report())
-    for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "seed: best test acc",
+    text = render.render(_report())
+    for part in ("# Report: demo_1", "## Groups", "## Comparisons", "## Cost", "## Missing", "baseline: best test acc",
                  "BatchNorm > GroupNorm (accuracy): significant", "Holm p", "trial z errored: boom", "| BatchNorm |",
                  "| GroupNorm |"):
         assert part in text
@@ -286,18 +287,18 @@ def test_markdown_is_the_default_and_holds_every_section():
 
 def test_csv_json_and_latex_carry_the_same_table():
     rep = _report()
-    table = pd.read_csv(StringIO(report.render(rep, "csv")))
+    table = pd.read_csv(StringIO(render.render(rep, "csv")))
     assert list(table["group"]) == ["BatchNorm", "GroupNorm"] and "test_acc_at_best_val" in table
-    data = json.loads(report.render(rep, "json"))
+    data = json.loads(render.render(rep, "json"))
     assert [r["group"] for r in data["table"]] == ["BatchNorm", "GroupNorm"]
     assert data["comparisons"][0]["verdict"].startswith("BatchNorm > GroupNorm") and len(data["trials"]) == 6
-    tex = report.render(rep, "latex")
+    tex = render.render(rep, "latex")
     assert r"\begin{tabular}" in tex and r"demo\_1" in tex and r"95\% CI" in tex and r"$\pm$" in tex
     assert r"BatchNorm $>$ GroupNorm (accuracy)" in tex and "Holm p" in tex
 
 
 def test_write_files_puts_every_format_in_the_folder(tmp_path):
-    paths = report.write_files(_report(), tmp_path / "out")
+    paths = render.write_files(_report(), tmp_path / "out")
     assert sorted(p.name for p in paths) == ["comparisons.csv", "cost.csv", "report.json", "report.md", "report.tex",
                                              "table.csv", "trials.csv"]
     assert all(p.stat().st_size > 0 for p in paths)
@@ -309,9 +310,10 @@ def fake_experiment(path: Path, *, name: str = "fake", prefix: str = "", seed: i
     written, one errored, one pending without a folder. ``prefix`` goes before every trial id; every trial
     runs ``seed``."""
     path.mkdir(parents=True)
-    spec = {"name": name, "metric": "val_acc", "mode": "max", "num_samples": 5, "search": {"type": "optuna"},
-            "scheduler": {"type": "asha"}, "resources": {"cpus_per_trial": 2}, "params": []}
-    provenance = {"spec": spec, "gpus_per_trial": 0.5, "command": "tune-norm search x",
+    spec = space.parse({"name": name, "metric": "val_acc", "mode": "max", "num_samples": 5,
+                        "search": {"type": "optuna"}, "scheduler": {"type": "asha"},
+                        "resources": {"cpus_per_trial": 2}})
+    provenance = {"spec": spec.to_dict(), "gpus_per_trial": 0.5, "command": "tune-norm search x",
                   "settings": {"data_root": "/nowhere"}}
     (path / "tune_norm.json").write_text(json.dumps(provenance))
     trials = [(prefix + "t1", "TERMINATED", {"cell": {"norm": "batch", "epochs": 2, "seed": seed}}),
@@ -406,9 +408,10 @@ def test_runs_of_other_spaces_do_not_pool(tmp_path, change, message):
 def test_pooling_refuses_repeats_and_needs_out(tmp_path):
     a = fake_experiment(tmp_path / "a")
     same_ids = fake_experiment(tmp_path / "b")
-    for args, message in ([str(a), str(a), "--out", str(tmp_path / "o")], "the same experiment folder is given twice"), \
-                         ([str(a), str(same_ids), "--out", str(tmp_path / "o")], "trial t1 appears in more than one"), \
-                         ([str(a), str(same_ids)], "pass --out"):
+    cases = [([str(a), str(a), "--out", str(tmp_path / "o")], "the same experiment folder is given twice"),
+             ([str(a), str(same_ids), "--out", str(tmp_path / "o")], "trial t1 appears in more than one"),
+             ([str(a), str(same_ids)], "pass --out")]
+    for args, message in cases:
         result = CliRunner().invoke(app, ["report", *args, "--no-plots"])
         assert result.exit_code == 2 and message in result.output, result.output
 
@@ -481,8 +484,8 @@ def test_smoke_search_then_report(tmp_path, data_root):
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
     header = next(line for line in lines if line.startswith("| Group |"))
-    for column in ("seed: best train acc", "seed: best test acc", "seed: best test loss", "L1", "L2", "Val acc",
-                   "Test acc @ val epoch", "Epochs run", "Trial", "Seeds"):
+    for column in ("baseline: best train acc", "baseline: best test acc", "baseline: best test loss", "L1", "L2",
+                   "Val acc", "Test acc @ val epoch", "Epochs run", "Trial", "Seeds"):
         assert f"| {column} |" in header
     rows = []
     for line in lines[lines.index(header) + 2:]:

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from conftest import CLI, DATA, ROOT, run_cli, trial_results, wait_for, write_space
-
 from tune_norm import experiment
 
 pytestmark = pytest.mark.slow
@@ -130,7 +129,8 @@ def _wait_until_quiet(exp: Path, quiet_s: float = 3.0, timeout: float = 60.0) ->
 
 
 def test_resume_after_the_driver_is_killed(tmp_path):
-    space = write_space(tmp_path / "resume.yaml", num_samples=6, search={"type": "optuna", "max_concurrent": 2, "seed": 3},
+    space = write_space(tmp_path / "resume.yaml", num_samples=6,
+                        search={"type": "optuna", "max_concurrent": 2, "seed": 3},
                         scheduler={"type": "fifo"}, num_to_keep=1,
                         space={"epochs": 3, "subset": 3000})
     exp = tmp_path / "resume"

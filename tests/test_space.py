@@ -1,16 +1,16 @@
 """Search-space files: every shipped one validates; each bad one gets its message, exit code 2, nothing written."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import ROOT, run_cli, write_space
 from tune_norm import space
 from tune_norm.cli import app
 from tune_norm.errors import UserError
-
-from conftest import ROOT, run_cli, write_space
 
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
@@ -22,6 +22,23 @@ def test_every_shipped_space_validates(path):
     assert spec.metric and spec.max_epochs >= 1
     if spec.search.type == "grid":
         assert spec.cells()
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_a_spec_round_trips_through_its_json_record(path):
+    spec = space.load(path)
+    record = json.loads(json.dumps(spec.to_dict()))  # as tune_norm.json holds it
+    assert space.SearchSpec.from_dict(record) == spec
+    assert spec.planned == (len(spec.cells()) if spec.search.type == "grid" else spec.num_samples)
+
+
+def test_an_old_record_reads_with_defaults_and_ignores_unknown_keys():
+    old = {"name": "old", "search": {"type": "grid", "gone": 1}, "grid": [{"norm": "batch"}, {"norm": "layer"}],
+           "seeds": [1, 2, 3], "resources": {"gpus_per_trial": None}, "removed_key": True, "metric": None}
+    spec = space.SearchSpec.from_dict(old)
+    assert (spec.name, spec.metric, spec.mode, spec.planned) == ("old", "val_acc", "max", 6)
+    assert spec.scheduler == space.Scheduler() and spec.resources == space.Resources()
+    assert space.SearchSpec.from_dict({}).planned == space.SearchSpec.from_dict({}).num_samples == 8
 
 
 def test_seed_space_is_the_seven_seed_runs():
@@ -45,7 +62,8 @@ BAD = [
     ("malformed", "space: {norm: [batch\n", "is not valid YAML at line"),
     ("unknown top key", {"colour": 1}, "colour: unknown key; expected one of name"),
     ("unknown space key", {"space": {"momentumm": 0.9}}, "space.momentumm: unknown config key"),
-    ("wrong distribution", {"space": {"lr": {"normal": [0, 1]}}}, "space.lr.normal: unknown key; expected one of choice"),
+    ("wrong distribution", {"space": {"lr": {"normal": [0, 1]}}},
+     "space.lr.normal: unknown key; expected one of choice"),
     ("unknown norm", {"space": {"norm": {"choice": ["batch", "group", "weird"]}}}, "space.norm: unknown norm 'weird'"),
     ("zero lr", {"space": {"lr": 0}}, "lr must be greater than 0, got 0"),
     ("negative lr range", {"space": {"lr": {"uniform": [-0.1, 0.1]}}}, "lr must be greater than 0"),
@@ -60,7 +78,8 @@ BAD = [
     ("grace > max_t", {"scheduler": {"type": "asha", "grace_period": 5}}, "grace period 5 is longer than the 2 epochs"),
     ("num_samples", {"num_samples": 0}, "num_samples: expected a number >= 1"),
     ("bad metric", {"metric": "accuracy"}, "metric: expected one of val_acc"),
-    ("bad condition", {"space": {"groups": {"choice": [2], "when": {"norm": "instance"}}}}, "norm can never be 'instance'"),
+    ("bad condition", {"space": {"groups": {"choice": [2], "when": {"norm": "instance"}}}},
+     "norm can never be 'instance'"),
     ("list ambiguity", {"space": {"lr": [0.1, 0.2]}}, "a list is ambiguous"),
     ("python tag", "space: !!python/object/apply:os.system ['echo hi']\n", "is not valid YAML"),
 ]
@@ -103,7 +122,8 @@ def test_bad_space_is_refused_before_anything_runs(tmp_path, label, content, mes
 ])
 def test_bad_cli_overrides_are_refused(tmp_path, args, message):
     storage = tmp_path / "exp"
-    result = CliRunner().invoke(app, ["search", str(ROOT / "search_spaces" / "smoke.yaml"), "--storage", str(storage), *args])
+    smoke = str(ROOT / "search_spaces" / "smoke.yaml")
+    result = CliRunner().invoke(app, ["search", smoke, "--storage", str(storage), *args])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not storage.exists()
 

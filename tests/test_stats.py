@@ -68,7 +68,8 @@ def test_identical_seeds_have_no_variance_to_test():
     assert "not testable" in c.verdict and math.isnan(c.p) and c.diff == 1.0
 
 
-@pytest.mark.parametrize("p, text", [(0.4, "p = 0.40"), (0.049, "p = 0.0490"), (0.0496, "p = 0.0496"), (0.0504, "p = 0.05"), (0.0042, "p = 0.004"),
+@pytest.mark.parametrize("p, text", [(0.4, "p = 0.40"), (0.049, "p = 0.0490"), (0.0496, "p = 0.0496"),
+                                     (0.0504, "p = 0.05"), (0.0042, "p = 0.004"),
                                      (0.0001, "p < 0.001"), (float("nan"), "p = n/a")])
 def test_p_values_are_written_for_people(p, text):
     assert stats.format_p(p) == text

@@ -15,6 +15,7 @@ def small(data_root):
     return data.load(data_root, val_size=5000, subset=4000)
 
 
+@pytest.mark.slow  # trains
 def test_one_epoch_on_a_subset_learns(small):
     trainer = train.Trainer(TrainConfig(epochs=1, subset=4000, lr=0.05, threads=2), small)
     m = trainer.step()
@@ -24,6 +25,7 @@ def test_one_epoch_on_a_subset_learns(small):
                       "test_acc_at_best_val"}
 
 
+@pytest.mark.slow  # trains
 def test_divergence_ends_the_run_with_finite_metrics(small):
     trainer = train.Trainer(TrainConfig(norm="none", lr=1e4, epochs=5, subset=4000, augment=False), small)
     rows = list(trainer.epochs())
@@ -39,6 +41,7 @@ def test_l1_is_factor_times_sum_of_absolute_parameters(small):
     assert train.Trainer(TrainConfig(l2=1e-3, subset=4000), small).optimizer.param_groups[0]["weight_decay"] == 1e-3
 
 
+@pytest.mark.slow  # trains
 def test_resume_from_checkpoint_continues_exactly(small, tmp_path):
     cfg = TrainConfig(epochs=3, subset=4000, seed=7, threads=1)
     straight = [m["train_loss"] for m in train.Trainer(cfg, small).epochs()]
@@ -67,6 +70,7 @@ def test_malicious_checkpoint_is_refused(small, tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.slow  # trains
 def test_run_to_folder_writes_metrics_and_weights(small, tmp_path):
     rows = train.run_to_folder(TrainConfig(epochs=1, subset=4000), small, tmp_path / "out", echo=lambda s: None)
     for name in ("config.json", "metrics.csv", "metrics.json", "model.pt"):

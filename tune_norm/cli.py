@@ -6,8 +6,9 @@ import enum
 import functools
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -52,7 +53,8 @@ def _root(
     """Hyperparameter search for normalization and regularization experiments on MNIST."""
 
 
-DataOption = typer.Option(None, "--data", help="Data directory holding MNIST/raw/ (default: $TUNE_NORM_DATA or ./data).")
+DataOption = typer.Option(None, "--data", help="Data directory holding MNIST/raw/ (default: $TUNE_NORM_DATA or "
+                                               "./data).")
 
 
 def friendly(fn: Callable) -> Callable:
@@ -84,13 +86,16 @@ def train(
     l1: Optional[float] = typer.Option(None, help="L1 factor: loss += l1 * sum|p|."),
     l2: Optional[float] = typer.Option(None, help="L2 factor: SGD weight_decay."),
     lr: Optional[float] = typer.Option(None, help="OneCycle max learning rate (seed 0.015)."),
-    momentum: Optional[float] = typer.Option(None, help="Momentum at the start and end of the OneCycle (seed's real 0.95)."),
-    base_momentum: Optional[float] = typer.Option(None, help="Momentum at the lr peak (0.85); equal to --momentum: constant."),
+    momentum: Optional[float] = typer.Option(None, help="Momentum at the start and end of the OneCycle (seed's real "
+                                                        "0.95)."),
+    base_momentum: Optional[float] = typer.Option(None, help="Momentum at the lr peak (0.85); equal to --momentum: "
+                                                             "constant."),
     dropout: Optional[float] = typer.Option(None, help="Dropout after every norm (seed 0.03)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per step (seed 64)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (seed 20)."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
-    val_size: Optional[int] = typer.Option(None, help="Validation images held out of training (default 5000; 0 = seed convention)."),
+    val_size: Optional[int] = typer.Option(None, help="Validation images held out of training (default 5000; 0 = the "
+                                                      "baseline study's convention)."),
     subset: Optional[int] = typer.Option(None, help="Train on only this many images (0 = all)."),
     device: Optional[Device] = typer.Option(None, help="Where to train (default auto: CUDA when present)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (0 = all available)."),
@@ -106,17 +111,13 @@ def train(
     seeds: Optional[str] = typer.Option(None, "--seeds",
         help="Train once per seed, e.g. 1,2,3 (one folder each under --out)."),
     data: Optional[Path] = DataOption,
-    download: bool = typer.Option(False, help="Download MNIST with torchvision when files are missing (needs internet)."),
+    download: bool = typer.Option(False, help="Download MNIST with torchvision when files are missing (needs "
+                                              "internet)."),
     out: Optional[Path] = typer.Option(None,
         help="Output folder (default runs/<norm>-<time>, or runs/<experiment>-<trial> with --from)."),
 ) -> None:
     """Train one config and print a per-epoch table; writes metrics and weights (model.pt) to --out."""
-    import time
-
-    from . import config as config_mod
-    from . import data as data_mod
-    from . import retrain
-    from .train import run_to_folder
+    from . import runs
 
     if from_ and config:
         raise UserError("give --config or --from, not both")
@@ -125,34 +126,12 @@ def train(
     seed_list = _parse_seeds(seeds, "--seeds")
     if seed_list and seed is not None:
         raise UserError("give --seed or --seeds, not both")
-    values = retrain.trial_config(config_mod.load_yaml(config)) if config else {}
-    name = None
-    if from_:
-        from . import experiment as experiment_mod
-
-        chosen = retrain.pick(experiment_mod.load(from_), trial)
-        typer.echo(f"{'best' if chosen.best else 'chosen'} trial of {from_}: {chosen.trial_id} "
-                   f"({chosen.metric} {chosen.score:.4g}); config {chosen.config}")
-        values, name = chosen.config, f"{Path(from_).resolve().name}-{chosen.trial_id}"
     options = dict(norm=_value(norm), groups=groups, l1=l1, l2=l2, lr=lr, momentum=momentum,
                    base_momentum=base_momentum, dropout=dropout,
                    batch_size=batch_size, epochs=epochs, seed=seed, val_size=val_size, subset=subset,
                    device=_value(device), threads=threads, amp=amp)
-    todo = retrain.runs(values, full_train=full_train, seeds=seed_list,
-                        overrides={k: v for k, v in options.items() if v is not None})
-    cfgs = [config_mod.from_mapping(v) for v in todo]  # every config checked before any training
-    root = (data or data_mod.default_root()).resolve()
-    if download:
-        data_mod.download(root)
-    base = (out or Path("runs") / f"{name or cfgs[0].norm}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    from .preflight import writable_folder
-
-    writable_folder(base, "--out")
-    if from_:
-        retrain.write_source(base, from_, chosen)
-    for cfg in cfgs:
-        mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
-        run_to_folder(cfg, mnist, base / f"seed_{cfg.seed}" if seed_list else base, echo=typer.echo)
+    runs.train({k: v for k, v in options.items() if v is not None}, config=config, source=from_, trial=trial,
+               full_train=full_train, seeds=seed_list, data=data, download=download, out=out, echo=typer.echo)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -194,16 +173,23 @@ def search(
     cpus_per_trial: Optional[float] = typer.Option(None, help="CPUs per trial (also its torch threads)."),
     gpus_per_trial: Optional[float] = typer.Option(None, help="GPU fraction per trial, e.g. 0.25 packs four on a GPU."),
     max_failures: Optional[int] = typer.Option(None, help="Retries of a crashed trial from its last checkpoint."),
-    epoch_timeout: Optional[float] = typer.Option(None, "--epoch-timeout", help="Seconds an epoch may take before the trial counts as hung."),
-    seeds: Optional[str] = typer.Option(None, help="Grid searches: run every row with these seeds instead of the YAML's, e.g. 4,5,6 to add seeds to a study."),
-    set_: list[str] = typer.Option([], "--set", help="Fix a config key for every trial, e.g. --set epochs=3 (repeatable)."),
+    epoch_timeout: Optional[float] = typer.Option(None, "--epoch-timeout", help="Seconds an epoch may take before the "
+                                                                                "trial counts as hung."),
+    seeds: Optional[str] = typer.Option(None, help="Grid searches: run every row with these seeds instead of the "
+                                                   "YAML's, e.g. 4,5,6 to add seeds to a study."),
+    set_: list[str] = typer.Option([], "--set", help="Fix a config key for every trial, e.g. --set epochs=3 "
+                                                     "(repeatable)."),
     name: Optional[str] = typer.Option(None, help="Experiment name (default: the YAML's)."),
-    storage: Optional[str] = typer.Option(None, help="Experiment folder or URI: s3://bucket/prefix (any URI pyarrow reads), file:///path for a mount every node shares (default ./tune_results/<name>)."),
-    address: Optional[str] = typer.Option(None, help="Join a running Ray cluster ('auto' or host:port); default: start a local Ray."),
+    storage: Optional[str] = typer.Option(None, help="Experiment folder or URI: s3://bucket/prefix (any URI pyarrow "
+                                                     "reads), file:///path for a mount every node shares (default "
+                                                     "./tune_results/<name>)."),
+    address: Optional[str] = typer.Option(None, help="Join a running Ray cluster ('auto' or host:port); default: "
+                                                     "start a local Ray."),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for a local Ray (default: all)."),
     num_gpus: Optional[int] = typer.Option(None, help="GPUs for a local Ray (default: detected)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted experiment in --storage."),
-    restart_errored: bool = typer.Option(False, help="With --resume: rerun errored trials from scratch instead of from their checkpoints."),
+    restart_errored: bool = typer.Option(False, help="With --resume: rerun errored trials from scratch instead of "
+                                                     "from their checkpoints."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print Ray's trial table and log lines."),
     mlflow: Optional[str] = typer.Option(None, "--mlflow",
         help=("Log every trial to MLflow: a tracking URI or a folder (file store), e.g. ./mlruns. Needs the "
@@ -282,35 +268,26 @@ ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "jso
                      "Pooled: tune-norm report tune_results/seed tune_results/seed_4_5 --out reports/seed")
 @friendly
 def report(
-    experiments: Optional[list[str]] = typer.Argument(None, help="Experiment folder or URI, e.g. s3://bucket/key (default: the newest one in ./tune_results); several runs of one space (e.g. more seeds) are pooled into one report."),
-    format: ReportFormat = typer.Option("markdown", "--format", help="What to print: markdown tables, csv (the main table), json or latex."),
-    out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots (default EXPERIMENT/report; ./reports/NAME for a URI)."),
-    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots (then neither checkpoints nor data are read)."),
+    experiments: Optional[list[str]] = typer.Argument(None, help="Experiment folder or URI, e.g. s3://bucket/key "
+                                                                 "(default: the newest one in ./tune_results); "
+                                                                 "several runs of one space (e.g. more seeds) are "
+                                                                 "pooled into one report."),
+    format: ReportFormat = typer.Option("markdown", "--format", help="What to print: markdown tables, csv (the main "
+                                                                     "table), json or latex."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report.html, the tables in every format and the plots "
+                                                  "(default EXPERIMENT/report; ./reports/NAME for a URI)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots (then neither checkpoints nor data "
+                                                            "are read)."),
     data: Optional[Path] = DataOption,
 ) -> None:
-    """Summarize an experiment, finished or not: best trial per group, seed statistics, comparisons, cost, plots, HTML."""
-    from . import experiment as experiment_mod
-    from . import html as html_mod
-    from . import report as report_mod
+    """Summarize an experiment, finished or not: best trial per group, seed statistics, comparisons, cost, plots."""
+    from . import publish, render
 
-    if experiments and len(experiments) > 1 and out is None:
-        raise UserError("several experiments are pooled into one report: pass --out for its folder")
-    exp = experiment_mod.pool([experiment_mod.load(p) for p in experiments or [experiment_mod.newest(Path("tune_results"))]])
-    rep = report_mod.from_experiment(exp)
-    folder = (out or experiment_mod.report_folder(exp)).resolve()
-    report_mod.write_files(rep, folder)
-    images, notes = [], []
-    if not no_plots:
-        from . import plots
-
-        root = data or (Path(exp.data_root) if exp.data_root else None)
-        checkpoints = dict(zip(exp.trials["trial_id"], exp.trials["checkpoint"]))
-        images, notes = plots.write_all(rep, exp.epochs, checkpoints, folder, data_root=root, spec=exp.spec)
-    page = html_mod.write(rep, folder / "report.html", images, notes)
-    typer.echo(report_mod.render(rep, format.value), nl=False)
-    for note in notes:
+    done = publish.publish(experiments, out=out, plots=not no_plots, data_root=data)
+    typer.echo(render.render(done.report, format.value), nl=False)
+    for note in done.notes:
         typer.echo(f"warning: {note}", err=True)
-    typer.echo(f"report: {page} ({len(images)} plots; tables as md, csv, json and tex beside it)", err=True)
+    typer.echo(f"report: {done.page} ({len(done.images)} plots; tables as md, csv, json and tex beside it)", err=True)
 
 
 @app.command(epilog="Example: tune-norm bench --threads 2 --steps 200 --json bench.json")

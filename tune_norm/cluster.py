@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ipaddress
 import io
+import ipaddress
 import json
 import re
 from pathlib import Path

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -47,7 +48,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = all the CPUs this process may use
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return from_mapping({**dataclasses.asdict(self), **changes})
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +56,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+TYPES = get_type_hints(TrainConfig)  # the annotations as types (this module's are strings)
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:
@@ -80,8 +82,7 @@ def from_mapping(values: Mapping[str, Any], *, train_images: int = TRAIN_IMAGES)
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise UserError(f"unknown config key {unknown[0]!r}; valid keys are: {', '.join(FIELDS)}")
-    types = {"bool": bool, "int": int, "float": float, "str": str}
-    clean = {k: _coerce(k, v, types[str(FIELDS[k].type)]) for k, v in values.items()}
+    clean = {k: _coerce(k, v, TYPES[k]) for k, v in values.items()}
     cfg = TrainConfig(**clean)
     check(cfg, train_images=train_images)
     return cfg

@@ -14,18 +14,18 @@ import pandas as pd
 from . import stats, storage
 from .config import TrainConfig, from_mapping
 from .errors import UserError
-from .experiment import Experiment
+from .experiment import Experiment, restorable
+from .render import markdown_table
 from .report import (
     COMPARED,
     HONEST,
     LOSS,
     complete,
-    markdown_table,
     setup_key,
     summarize_trials,
 )
 from .retrain import as_pick, ranking
-from .space import Resources, Scheduler, Searcher, SearchSpec, check_spec
+from .space import Scheduler, Searcher, SearchSpec, check_spec
 
 BASELINES = ("seed", "none")  # seed: the seed's BatchNorm recipe (TrainConfig defaults); none: no baseline
 LIKE_FOR_LIKE = ("val_size", "subset", "epochs", "channels_last", "fast_dropout", "amp")  # baseline takes these
@@ -160,7 +160,7 @@ def plan(exp: Experiment, *, top: int, seeds: int, baseline_kind: str = "seed", 
             rows.append(dict(c.config))
     for row in rows:
         from_mapping({**row, "seed": chosen[0]})
-    source = exp.spec
+    source = exp.spec or SearchSpec.from_dict({})  # without a record: the defaults
     spec = SearchSpec(
         name=name or _name(f"{exp.path.name}-confirm"),
         params=(),
@@ -170,12 +170,11 @@ def plan(exp: Experiment, *, top: int, seeds: int, baseline_kind: str = "seed", 
         mode=mode,
         num_samples=1,
         scheduler=Scheduler(type="fifo"),
-        search=Searcher(type="grid", max_concurrent=int((source.get("search") or {}).get("max_concurrent") or 0)),
-        resources=Resources(**{k: v for k, v in (source.get("resources") or {}).items()
-                               if k in Resources.__dataclass_fields__}),
-        max_failures=int(source.get("max_failures", 2)),
-        num_to_keep=int(source.get("num_to_keep", 2)),
-        epoch_timeout_s=float(source.get("epoch_timeout_s", 1800.0)),
+        search=Searcher(type="grid", max_concurrent=source.search.max_concurrent),
+        resources=source.resources,
+        max_failures=source.max_failures,
+        num_to_keep=source.num_to_keep,
+        epoch_timeout_s=source.epoch_timeout_s,
         description=(f"confirmation of {exp.path}: configs of trials "
                      f"{', '.join(c.trial_ids[0] for c in candidates)}"
                      f"{' and the seed recipe' if base else ''} over seeds {chosen[0]}-{chosen[-1]}"),
@@ -434,9 +433,9 @@ def run(source_path: str, *, top: int = 3, seeds: int = 5, baseline_kind: str = 
     folder = search.experiment_path(p.spec, storage_path)
     if str(storage.path(folder)) == str(source.path):
         raise UserError(f"{folder} is the source experiment; confirm into another --storage")
-    if resume and not search.is_experiment(folder):
+    if resume and not restorable(folder):
         raise UserError(f"{folder} holds no confirmation to resume; run without --resume to start it")
-    if not resume and search.is_experiment(folder):
+    if not resume and restorable(folder):
         raise UserError(f"{folder} already holds an experiment; pass --resume to continue (or reread) it, "
                         "or choose another --storage")
     data.load_raw(Path(data_root))  # missing or corrupt data fails here, before anything is written

@@ -18,9 +18,11 @@ SPLIT_SEED = 20210601  # the validation split never moves with the training seed
 
 # uncompressed file -> (sha256, byte size, IDX shape)
 FILES = {
-    "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016, (60000, 28, 28)),
+    "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016,
+                                (60000, 28, 28)),
     "train-labels-idx1-ubyte": ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008, (60000,)),
-    "t10k-images-idx3-ubyte": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016, (10000, 28, 28)),
+    "t10k-images-idx3-ubyte": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016,
+                               (10000, 28, 28)),
     "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008, (10000,)),
 }
 
@@ -40,7 +42,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
@@ -58,7 +60,8 @@ def _read_raw(raw: Path, name: str) -> bytes:
                 with opener(path, "rb") as f:
                     return f.read()
             except (OSError, EOFError) as e:
-                raise UserError(f"MNIST file {path} is corrupt or unreadable ({e}); replace it with the original") from None
+                raise UserError(f"MNIST file {path} is corrupt or unreadable ({e}); "
+                                "replace it with the original") from None
     raise UserError(
         f"MNIST file {name}(.gz) is missing from {raw}; put the four original IDX files there "
         "or pass --download where the machine is online"
@@ -92,7 +95,8 @@ def load_raw(root: Path) -> tuple[Split, Split]:
     """The verified 60k training and 10k test sets; cached per process, so a Ray worker reads once."""
     raw = Path(root) / "MNIST" / "raw"
     if not Path(root).is_dir():
-        raise UserError(f"data directory {root} does not exist; point --data or TUNE_NORM_DATA at a folder holding MNIST/raw/")
+        raise UserError(f"data directory {root} does not exist; "
+                        "point --data or TUNE_NORM_DATA at a folder holding MNIST/raw/")
     arrays = {name: _parse(name, _read_raw(raw, name)) for name in FILES}
     train = Split(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"].long())
     test = Split(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"].long())
@@ -105,9 +109,10 @@ def load(root: Path | None = None, *, val_size: int = 5000, subset: int = 0) -> 
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset:
+        held = max(subset // 6, 1000)  # validation and test shrink with the training subset: smoke runs
         train_idx = train_idx[:subset]
-        test = Split(test.images[: max(subset // 6, 1000)], test.labels[: max(subset // 6, 1000)])
-        val_idx = val_idx[: max(subset // 6, 1000)] if val_size else val_idx
+        test = Split(test.images[:held], test.labels[:held])
+        val_idx = val_idx[:held] if val_size else val_idx
     pick = lambda idx: Split(full.images[idx], full.labels[idx])  # noqa: E731
     return MNIST(train=pick(train_idx), val=pick(val_idx), test=test)
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import storage
+from . import lock, storage
 from .config import TrainConfig
-from . import lock
 from .errors import UserError
+from .space import Resources, SearchSpec
 
 PROVENANCE = "tune_norm.json"  # written into every experiment folder by the search
+RESULTS_ROOT = Path("tune_results")  # where experiments go by default: ./tune_results/<name>
 CHECKPOINT_FILE = "state.pt"  # inside each checkpoint_00000N/ folder
 STATE_GLOB = "experiment_state-*.json"
 RESULTS = "result.json"  # Ray: one JSON object per reported epoch
@@ -49,43 +50,39 @@ class Experiment:
     epochs: pd.DataFrame
     missing: list[str] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)  # the folders pooled into this one (see pool)
+    spec: SearchSpec | None = None  # the recorded search spec (default: read from provenance); None: unknown
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            self.spec = recorded_spec(self.provenance)
 
     @property
     def name(self) -> str:
-        return str(self.spec.get("name") or self.path.name)
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self.provenance.get("spec") or {}
+        return str(self.spec.name if self.spec and self.spec.name else self.path.name)
 
     @property
     def metric(self) -> str:
-        return str(self.spec.get("metric") or "val_acc")
+        return self.spec.metric if self.spec else "val_acc"
 
     @property
     def mode(self) -> str:
-        return str(self.spec.get("mode") or "max")
+        return self.spec.mode if self.spec else "max"
 
     @property
     def scheduler(self) -> str:
-        return str((self.spec.get("scheduler") or {}).get("type") or "asha")
+        return self.spec.scheduler.type if self.spec else "asha"
 
     @property
     def resources(self) -> tuple[float, float]:
         """(CPUs, GPUs) each trial held: the spec's CPUs and the GPU fraction the search resolved."""
-        res = self.spec.get("resources") or {}
-        gpus = self.provenance.get("gpus_per_trial", res.get("gpus_per_trial"))
-        return float(res.get("cpus_per_trial") or 1.0), float(gpus or 0.0)
+        res = self.spec.resources if self.spec else Resources()
+        gpus = self.provenance.get("gpus_per_trial", res.gpus_per_trial)
+        return float(res.cpus_per_trial or 1.0), float(gpus or 0.0)
 
     @property
     def planned(self) -> int | None:
         """Trials the search meant to run: every grid cell, or num_samples; None without provenance."""
-        spec = self.spec
-        if not spec:
-            return None
-        if (spec.get("search") or {}).get("type") == "grid":
-            return len(spec.get("grid") or []) * max(len(spec.get("seeds") or []), 1)
-        return int(spec.get("num_samples") or 0) or None
+        return (self.spec.planned or None) if self.spec else None
 
     @property
     def data_root(self) -> str | None:
@@ -98,17 +95,30 @@ class Experiment:
         return storage.path(row.iloc[0]["checkpoint"])
 
 
+def recorded_spec(provenance: dict[str, Any]) -> SearchSpec | None:
+    """The search spec recorded in a provenance record (tune_norm.json), or None where it has none."""
+    recorded = provenance.get("spec")
+    return SearchSpec.from_dict(recorded) if isinstance(recorded, dict) and recorded else None
+
+
 def report_folder(exp: Experiment) -> Path:
     """Where the report goes by default: EXPERIMENT/report, or ./reports/NAME (local) for an experiment in a URI."""
     return Path("reports") / exp.path.name if isinstance(exp.path, storage.UriPath) else Path(exp.path) / "report"
 
 
 def is_experiment(path: Path | storage.UriPath) -> bool:
+    """True where there is an experiment to read: Ray's experiment state or trial folders."""
     path = storage.path(path)
     return path.is_dir() and (any(path.glob(STATE_GLOB)) or bool(_trial_dirs(path)))
 
 
-def newest(root: Path) -> Path:
+def restorable(path: str | Path | storage.UriPath) -> bool:
+    """True where Ray can restore (resume) an experiment: its experiment state or its tuner.pkl is there."""
+    folder = storage.path(path)
+    return any(folder.glob(STATE_GLOB)) or (folder / "tuner.pkl").exists()
+
+
+def newest(root: Path = RESULTS_ROOT) -> Path:
     """The most recently updated experiment folder directly under ``root``."""
     root = Path(root)
     found = [p for p in (sorted(root.iterdir()) if root.is_dir() else []) if is_experiment(p)]
@@ -280,8 +290,10 @@ def load(path: Path | str) -> Experiment:
         missing.append(f"no readable {PROVENANCE}: the spec is unknown, so each trial is taken to hold "
                        "1 CPU and no GPU")
     state = _state(path, missing)
-    live = lock.holder(path) is not None  # a driver is writing the folder right now
-    max_failures = int((provenance.get("spec") or {}).get("max_failures", -1))
+    # a driver is writing the folder right now (only local folders are locked: a bucket has no flock)
+    live = not storage.is_uri(str(path)) and lock.holder(path) is not None
+    spec = recorded_spec(provenance)
+    max_failures = spec.max_failures if spec else -1
     dirs = {d.name: d for d in _trial_dirs(path)}
     by_id: dict[str, Path | None] = {}
     for trial_id, info in state.items():
@@ -325,7 +337,7 @@ def load(path: Path | str) -> Experiment:
         epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
     else:
         epochs = pd.DataFrame(columns=["trial_id", "epoch"])
-    missing += _missing(trials, epochs, provenance)
+    missing += _missing(trials, epochs, spec.planned if spec else None)
     restarted = sorted((path / "restarted").glob("trial_*"))
     if restarted:
         missing.append(f"{_plural(len(restarted), 'errored trial folder')} set aside in restarted/ by "
@@ -336,7 +348,7 @@ def load(path: Path | str) -> Experiment:
         missing.append(f"{_plural(len(orphans), 'trial folder')} set aside in {ORPHANED}/ by a resume (started after "
                        f"Ray's last snapshot, so the resumed search replaced them; kept, not reported): "
                        + ", ".join(d.name for d in orphans))
-    return Experiment(path=path, provenance=provenance, trials=trials, epochs=epochs, missing=missing)
+    return Experiment(path=path, provenance=provenance, trials=trials, epochs=epochs, missing=missing, spec=spec)
 
 
 # keys of a spec that decide what a trial is; experiments agreeing on these (seeds aside) may be pooled
@@ -356,7 +368,7 @@ def pool(experiments: list[Experiment]) -> Experiment:
     for other in experiments[1:]:
         if not (first.spec and other.spec):
             raise UserError(f"cannot pool {other.path}: without {PROVENANCE} its space is unknown")
-        differ = [k for k in COMPARABLE if first.spec.get(k) != other.spec.get(k)]
+        differ = [k for k in COMPARABLE if getattr(first.spec, k) != getattr(other.spec, k)]
         if differ:
             raise UserError(f"cannot pool {first.path.name} and {other.path.name}: they differ in "
                             f"{', '.join(differ)}; pool only runs of one space (with other seeds)")
@@ -367,13 +379,13 @@ def pool(experiments: list[Experiment]) -> Experiment:
     _refuse_repeated_seeds(experiments)
     trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
     epochs = pd.concat([e.epochs for e in experiments if not e.epochs.empty] or [first.epochs], ignore_index=True)
-    spec = dict(first.spec)
-    if (spec.get("search") or {}).get("type") == "grid":
-        spec["seeds"] = sorted({s for e in experiments for s in (e.spec.get("seeds") or [])})
+    spec = first.spec
+    if spec.search.type == "grid":
+        spec = replace(spec, seeds=tuple(sorted({s for e in experiments for s in e.spec.seeds})))
     else:
-        spec["num_samples"] = sum(int(e.spec.get("num_samples") or 0) for e in experiments)
-    spec["name"] = " + ".join(e.name for e in experiments)
-    provenance = {**first.provenance, "spec": spec}
+        spec = replace(spec, num_samples=sum(e.spec.num_samples for e in experiments))
+    spec = replace(spec, name=" + ".join(e.name for e in experiments))
+    provenance = {**first.provenance, "spec": spec.to_dict()}
     for key in ("command", "git_commit", "started"):
         values = list(dict.fromkeys(str(e.provenance[key]) for e in experiments if e.provenance.get(key)))
         if values:
@@ -383,7 +395,7 @@ def pool(experiments: list[Experiment]) -> Experiment:
         missing.append("the pooled experiments gave trials different resources; cost uses the first one's "
                        f"({first.resources[0]:g} CPU, {first.resources[1]:g} GPU per trial)")
     return Experiment(path=first.path, provenance=provenance, trials=trials, epochs=epochs, missing=missing,
-                      sources=paths)
+                      sources=paths, spec=spec)
 
 
 def _refuse_repeated_seeds(experiments: list[Experiment]) -> None:
@@ -406,16 +418,11 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _missing(trials: pd.DataFrame, epochs: pd.DataFrame, provenance: dict) -> list[str]:
+def _missing(trials: pd.DataFrame, epochs: pd.DataFrame, planned: int | None) -> list[str]:
     """Sentences about what the folder lacks: unstarted, unfinished and errored trials, absent checkpoints."""
     notes = []
     reported = set(epochs["trial_id"]) if not epochs.empty else set()
     last = epochs.groupby("trial_id")["epoch"].max().to_dict() if not epochs.empty else {}
-    spec = provenance.get("spec") or {}
-    planned = None
-    if spec:
-        planned = (len(spec.get("grid") or []) * max(len(spec.get("seeds") or []), 1)
-                   if (spec.get("search") or {}).get("type") == "grid" else spec.get("num_samples"))
     if planned and len(trials) < planned:
         notes.append(f"{len(trials)} of {planned} planned trials exist; the search has not started the rest "
                      "(still running, or interrupted)")

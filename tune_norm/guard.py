@@ -8,6 +8,7 @@ from pathlib import Path
 from . import lock, preflight, resume, sessions
 from .errors import UserError
 from .stop import StopSignals
+from .storage import is_uri
 
 
 def _say(message: str) -> None:
@@ -23,7 +24,7 @@ class RunGuard:
         self.path, self.spec, self.storage = path, spec, storage
         self.resume, self.restart_errored = resume, restart_errored
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
-        self.local = "://" not in path
+        self.local = not is_uri(path)
         self.lock: lock.ExperimentLock | None = None
         self.created = False
         self.signals = StopSignals(path)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .report import Report, sections
+from .render import sections
+from .report import Report
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px;
@@ -21,7 +22,7 @@ th { background: #f3f3f3; position: sticky; top: 0; }
 td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
 .scroll { overflow-x: auto; }
-.seed { background: #fff6e0 !important; }
+.baseline { background: #fff6e0 !important; }
 .verdict { font-weight: 600; }
 .missing li { color: #a33; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
@@ -32,13 +33,14 @@ dd { margin: 0; font-family: ui-monospace, monospace; font-size: .9em; overflow-
 
 
 def table(frame: pd.DataFrame) -> str:
-    """A frame of strings as an HTML table; columns labelled 'seed: ...' are shaded as the seed's convention."""
+    """A frame of strings as an HTML table; columns labelled 'baseline: ...' (that study's convention) are shaded."""
     if frame.empty:
         return "<p>(none)</p>"
-    seed = [str(c).startswith("seed:") for c in frame.columns]
-    head = "".join(f'<th{" class=seed" if s else ""}>{escape(str(c))}</th>' for c, s in zip(frame.columns, seed))
-    rows = "".join("<tr>" + "".join(f'<td{" class=seed" if s else ""}>{escape(str(v))}</td>' for v, s in zip(row, seed))
-                   + "</tr>" for row in frame.itertuples(index=False))
+    marked = [str(c).startswith("baseline:") for c in frame.columns]
+    head = "".join(f'<th{" class=baseline" if s else ""}>{escape(str(c))}</th>' for c, s in zip(frame.columns, marked))
+    cell = lambda v, s: f'<td{" class=baseline" if s else ""}>{escape(str(v))}</td>'  # noqa: E731
+    rows = "".join("<tr>" + "".join(cell(v, s) for v, s in zip(row, marked)) + "</tr>"
+                   for row in frame.itertuples(index=False))
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 

@@ -51,7 +51,7 @@ class ExperimentLock:
         self.fd: int | None = None
         self.took_over: Holder | None = None  # the stale holder this lock replaced, if any
 
-    def acquire(self) -> "ExperimentLock":
+    def acquire(self) -> ExperimentLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -83,7 +83,7 @@ class ExperimentLock:
         os.close(self.fd)
         self.fd = None
 
-    def __enter__(self) -> "ExperimentLock":
+    def __enter__(self) -> ExperimentLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -1,9 +1,9 @@
-"""The registry of normalization layers: one record per norm; every layer is built by ``make_norm(kind, channels, groups)``."""
+"""The registry of normalization layers: one record per norm, built by ``make_norm(kind, channels, groups)``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg and touch
 from .errors import UserError
 from .norms import NORMS
 from .report import HONEST, Report, complete, norm_label
+from .space import SearchSpec
 
 DPI = 110
 PATTERNS = ("learning_curves.png", "misclassified_*.png", "accuracy_vs_*.png")  # what a report run owns
@@ -50,7 +51,7 @@ def about(report: Report) -> str:
 def _value_label(value: str) -> str:
     if value == HONEST:
         return "test acc at the val-chosen epoch (%)"
-    return "best test acc over epochs (%, seed convention)"
+    return "best test acc over epochs (%, baseline convention)"
 
 
 # -- learning curves ---------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path, about:
 
     rows = summary[summary["epochs_run"] > 0]
     lines: dict[str, list[tuple[float, float, float]]] = {}
-    for group, seeds in best_setups(rows).items():
+    for _group, seeds in best_setups(rows).items():
         first = seeds.iloc[0]
         name = norm_label(first["norm"]) + regularization_label(first["l1"], first["l2"])
         done = seeds.loc[complete(seeds), value]
@@ -337,7 +338,7 @@ def accuracy_vs_batch_size(summary: pd.DataFrame, value: str, path: Path, about:
 
 # -- all of them -------------------------------------------------------------------------------------
 def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str], out: Path, *,
-              data_root: Path | None, spec: dict | None = None) -> tuple[list[tuple[str, Path]], list[str]]:
+              data_root: Path | None, spec: SearchSpec | None = None) -> tuple[list[tuple[str, Path]], list[str]]:
     """Every plot the report has data for, as (title, path); plus notes on plots that could not be drawn."""
     out.mkdir(parents=True, exist_ok=True)
     for pattern in PATTERNS:  # plots of an earlier report whose groups may be gone
@@ -356,15 +357,15 @@ def write_all(report: Report, epochs: pd.DataFrame, checkpoints: dict[str, str],
         notes += why
     summary = report.summary
     if summary.loc[summary["epochs_run"] > 0, "batch_size"].nunique() > 1:
-        images.append(("Accuracy vs batch size", accuracy_vs_batch_size(summary, report.value,
+        images.append(("Accuracy vs batch size", accuracy_vs_batch_size(summary, report.compared_value,
                                                                         out / "accuracy_vs_batch_size.png",
                                                                         about=about(report))))
-    kinds = {p["name"]: p.get("kind") for p in (spec or {}).get("params") or []}
+    kinds = {p.name: p.kind for p in spec.params} if spec else {}
     for name, condition in report.searched:
         if name == "batch_size" or plotted_trials(summary, condition)[name].nunique() < 2:
             continue  # batch size has its own plot; one value is no axis
         path = out / f"accuracy_vs_{slug(name)}.png"
-        images.append((f"Accuracy vs {name}", accuracy_vs(summary, name, report.value, path,
+        images.append((f"Accuracy vs {name}", accuracy_vs(summary, name, report.compared_value, path,
                                                            spec_kind=kinds.get(name), condition=condition,
                                                            about=about(report))))
     return images, notes

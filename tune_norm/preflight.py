@@ -99,7 +99,7 @@ class Deadline:
             sys.stderr.flush()
             os._exit(2)
 
-    def __enter__(self) -> "Deadline":
+    def __enter__(self) -> Deadline:
         threading.Thread(target=self._watch, daemon=True).start()
         return self
 

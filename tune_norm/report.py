@@ -1,26 +1,23 @@
-"""The report: pure functions from trial and epoch DataFrames to tables, verdicts and costs, and their text formats."""
+"""The report's analysis: pure functions from trial and epoch DataFrames to tables, verdicts and costs."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import stats
 from .config import TrainConfig
-from .errors import UserError
 from .norms import DISPLAY, NORMS
+from .space import SearchSpec
 
-FORMATS = ("markdown", "csv", "json", "latex")
 HONEST = "test_acc_at_best_val"  # test accuracy at the epoch validation accuracy chose
-SEED_SCORE = "best_test_acc"  # the seed's convention: best test accuracy over all epochs
-SEED_ORDER = ("batch", "group", "layer")  # the seed's comparisons: BN vs GN, BN vs LN, GN vs LN
+BASELINE_SCORE = "best_test_acc"  # the baseline study's convention: best test accuracy over all epochs
+BASELINE_ORDER = ("batch", "group", "layer")  # the baseline study's comparisons: BN vs GN, BN vs LN, GN vs LN
 NOT_REPLICATE_KEYS = ("seed", "device", "threads")  # trials equal in every other key are seeds of one setup
 FINISHED = "TERMINATED"
 DEFAULTS = TrainConfig().as_dict()
@@ -45,7 +42,7 @@ def group_label(norm: str, l1: float = 0.0, l2: float = 0.0, batch_size: int | N
 
 def group_order(frame: pd.DataFrame) -> dict[str, int]:
     """Group -> position: the seed's norm order, then regularization, then batch size."""
-    norms = {n: i for i, n in enumerate(dict.fromkeys(SEED_ORDER + tuple(NORMS)))}
+    norms = {n: i for i, n in enumerate(dict.fromkeys(BASELINE_ORDER + tuple(NORMS)))}
     rows = frame.drop_duplicates("group")
     regs = {"": 0, " + L1": 1, " + L2": 2, " + L1 + L2": 3}
     keys = {g: (norms.get(n, len(norms)), str(n), regs[regularization_label(a, b)], _num(bs))
@@ -189,15 +186,15 @@ def complete(rows: pd.DataFrame) -> pd.Series:
     return (rows["status"] != "ERROR") & (rows["diverged"] | (rows["epochs_run"] >= rows["epochs"].astype(int)))
 
 
-def honest_column(summary: pd.DataFrame) -> str:
+def compared_value(summary: pd.DataFrame) -> str:
     """The accuracy that seeds and comparisons use: test acc at the validation-chosen epoch, or the seed's
     best test acc where no trial has a validation split."""
-    return HONEST if HONEST in summary and summary[HONEST].notna().any() else SEED_SCORE  # any validation at all
+    return HONEST if HONEST in summary and summary[HONEST].notna().any() else BASELINE_SCORE  # any validation at all
 
 
 def best_table(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """One row per group from its best trial, with the group's counts and its best setup's seed statistics."""
-    value = honest_column(summary)
+    value = compared_value(summary)
     rows = []
     for group, seeds in best_setups(summary, mode).items():
         best = seeds.iloc[0]
@@ -231,7 +228,7 @@ def comparisons(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """Welch's t-test between every two norms with the same regularization (and batch size), over the seeds
     of each group's best setup: on accuracy (the compared value) and on the lowest test loss, each p also
     Holm-adjusted over every test of the table (the family this report tests)."""
-    value = honest_column(summary)
+    value = compared_value(summary)
     setups = best_setups(summary, mode)
     order = group_order(summary)
     tests = []
@@ -255,7 +252,8 @@ def comparisons(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
 
 
 LOSS = "best_test_loss"  # the loss that comparisons test: the lowest test loss over epochs (the seed's)
-COMPARED = {HONEST: "test acc @ val epoch", SEED_SCORE: "seed: best test acc", LOSS: "seed: best test loss"}
+COMPARED = {HONEST: "test acc @ val epoch", BASELINE_SCORE: "baseline: best test acc",
+            LOSS: "baseline: best test loss"}
 COMPARISON_KEYS = ["stratum", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_low", "diff_high", "t", "df",
                    "p", "significant", "verdict", "metric", "p_holm", "significant_holm"]
 
@@ -293,14 +291,14 @@ COST_KEYS = ["group", "trials", "stopped_early", "diverged", "errored", "epochs_
              "wall_s", "cpu_s", "gpu_s", "saved_s"]
 
 
-def searched(trials: pd.DataFrame, spec: dict | None = None) -> list[tuple[str, tuple | None]]:
+def searched(trials: pd.DataFrame, spec: SearchSpec | None = None) -> list[tuple[str, tuple | None]]:
     """The hyperparameters the search varied, with their condition ('groups', ('norm', 'group')) if any:
     the spec's sampled keys and grid keys, else every config key whose value differs between trials."""
     names: list[tuple[str, tuple | None]] = []
-    for p in (spec or {}).get("params") or []:
-        if p.get("kind") != "const":
-            names.append((p["name"], tuple(p["when"]) if p.get("when") else None))
-    for row in (spec or {}).get("grid") or []:
+    for p in spec.params if spec else ():
+        if p.kind != "const":
+            names.append((p.name, tuple(p.when) if p.when else None))
+    for row in spec.grid if spec else ():
         for k in row:
             if k not in [n for n, _ in names] and varies(trials, k):
                 names.append((k, None))
@@ -321,7 +319,7 @@ class Report:
     summary: pd.DataFrame  # every trial with all its config keys and metrics (see summarize_trials)
     notes: list[str]  # how to read the table
     missing: list[str]  # what the folder lacks
-    value: str  # the column compared across seeds
+    compared_value: str  # the column compared across seeds and groups (compared_value(summary))
     scheduler: str = "asha"
     searched: list[tuple[str, tuple | None]] = field(default_factory=list)
     metric: str = "val_acc"  # what ranked the trials (the experiment's metric when it was recorded)
@@ -329,19 +327,19 @@ class Report:
 
 def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experiment", metric: str = "val_acc",
           mode: str = "max", cpus: float = 1.0, gpus: float = 0.0, scheduler: str = "asha",
-          spec: dict | None = None, facts: list[tuple[str, str]] | None = None,
+          spec: SearchSpec | None = None, facts: list[tuple[str, str]] | None = None,
           missing: list[str] | None = None) -> Report:
     """The report of an experiment given as DataFrames (see tune_norm.experiment for their columns)."""
     metric, mode = selection(epochs, metric, mode)
     summary = summarize_trials(trials, epochs, metric, mode)
     table = best_table(summary, mode)
-    value = honest_column(summary)
+    value = compared_value(summary)
     notes = [
         f"One row per group; its trial is the group's best by {metric} ({'highest' if mode == 'max' else 'lowest'} "
         "over epochs, averaged over seeds where a setup has several); rows are sorted the same way.",
-        "Columns marked 'seed:' follow the seed's convention: 'best train acc' is the running training accuracy of "
-        "the last epoch, 'best test acc' and 'best test loss' are the best over all epochs on the test set. The test "
-        "set picks that epoch, so these numbers flatter.",
+        "Columns marked 'baseline:' follow the baseline study's convention: 'best train acc' is the running "
+        "training accuracy of the last epoch, 'best test acc' and 'best test loss' are the best over all epochs on "
+        "the test set. The test set picks that epoch, so these numbers flatter.",
     ]
     if value == HONEST:
         notes.append("'Test acc @ val epoch' is the test accuracy at the epoch with the best validation accuracy: "
@@ -361,8 +359,8 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
         missing.append("no trial has reported an epoch yet, so there is nothing to compare")
     return Report(title=title, facts=list(facts or []), table=table, comparisons=compared,
                   cost=cost(summary, cpus, gpus), trials=trial_table(summary, table, mode, spec), summary=summary,
-                  notes=notes, missing=missing, value=value, scheduler=scheduler, searched=searched(trials, spec),
-                  metric=metric)
+                  notes=notes, missing=missing, compared_value=value, scheduler=scheduler,
+                  searched=searched(trials, spec), metric=metric)
 
 
 def experiment_facts(exp) -> list[tuple[str, str]]:
@@ -374,10 +372,10 @@ def experiment_facts(exp) -> list[tuple[str, str]]:
     where = ("Folders", ", ".join(map(str, exp.sources))) if exp.sources else ("Folder", str(exp.path))
     facts = [where, ("Trials", f"{len(trials)}{planned} ({statuses or 'none'})")]
     if spec:
-        search, sched = spec.get("search") or {}, spec.get("scheduler") or {}
-        how = f"{search.get('type', '?')} search, {sched.get('type', '?')} scheduler"
-        if sched.get("type") == "asha":
-            how += f" (grace period {sched.get('grace_period')}, reduction factor {sched.get('reduction_factor')})"
+        sched = spec.scheduler
+        how = f"{spec.search.type} search, {sched.type} scheduler"
+        if sched.type == "asha":
+            how += f" (grace period {sched.grace_period}, reduction factor {sched.reduction_factor})"
         facts.append(("Search", how))
     facts.append(("Ranked by", f"{exp.metric} ({exp.mode})"))
     cpus, gpus = exp.resources
@@ -401,7 +399,12 @@ def from_experiment(exp) -> Report:
                  scheduler=exp.scheduler, spec=exp.spec, facts=experiment_facts(exp), missing=exp.missing)
 
 
-def trial_table(summary: pd.DataFrame, table: pd.DataFrame, mode: str, spec: dict | None = None) -> pd.DataFrame:
+TRIAL_METRICS = ("epochs_run", "epochs", "best_val_acc", HONEST, "best_val_epoch", "best_test_acc", "best_test_loss",
+                 "train_acc_last", "diverged", "stopped_early", "wall_s", "error")
+
+
+def trial_table(summary: pd.DataFrame, table: pd.DataFrame, mode: str,
+                spec: SearchSpec | None = None) -> pd.DataFrame:
     """Every trial, grouped in the main table's order and best first within a group."""
     order = {g: i for i, g in enumerate(table["group"])}
     params = ["norm", "groups", "l1", "l2", "lr", "batch_size", "seed"]
@@ -410,239 +413,3 @@ def trial_table(summary: pd.DataFrame, table: pd.DataFrame, mode: str, spec: dic
     ranked = ranked.assign(_g=ranked["group"].map(order).fillna(len(order))).sort_values("_g", kind="stable")
     keys = ["trial_id", "group", "status", *params, *TRIAL_METRICS]
     return ranked.reindex(columns=keys).reset_index(drop=True)
-
-
-# -- text formats ------------------------------------------------------------------------------------
-def _fmt(digits: int) -> Callable[[Any], str]:
-    return lambda v: "" if not math.isfinite(_num(v)) else f"{_num(v):.{digits}f}"
-
-
-def _factor(v: Any) -> str:
-    return "0" if _num(v) == 0 else f"{_num(v):g}"
-
-
-def _int(v: Any) -> str:
-    return "" if not math.isfinite(_num(v)) else str(int(_num(v)))
-
-
-def _seconds(v: Any) -> str:
-    return "" if not math.isfinite(_num(v)) else f"{_num(v):,.0f}" if _num(v) >= 100 else f"{_num(v):.1f}"
-
-
-def _text(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
-
-
-def table_columns(value: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
-    """(label, row -> text) for the main table."""
-    pct = _fmt(2)
-    stat = "test @ val epoch" if value == HONEST else "seed: best test acc"
-    return [
-        ("Group", lambda r: r["group"]),
-        ("seed: best train acc", lambda r: pct(r["train_acc_last"])),
-        ("seed: best test acc", lambda r: pct(r["best_test_acc"])),
-        ("seed: best test loss", lambda r: _fmt(4)(r["best_test_loss"])),
-        ("L1", lambda r: _factor(r["l1"])),
-        ("L2", lambda r: _factor(r["l2"])),
-        ("Val acc", lambda r: pct(r["best_val_acc"])),
-        ("Test acc @ val epoch", lambda r: pct(r[HONEST])),
-        ("Val epoch", lambda r: _int(r["best_val_epoch"])),
-        ("Epochs run", lambda r: f"{int(r['epochs_run'])}/{int(r['epochs'])}"),
-        ("Trial", lambda r: str(r["trial_id"])),
-        ("Trials", lambda r: str(int(r["trials"]))),
-        ("Diverged", lambda r: str(int(r["diverged"]))),
-        ("Errored", lambda r: str(int(r["errored"]))),
-        ("Seeds", lambda r: str(int(r["seeds"]))),
-        (f"{stat}: mean ± std", lambda r: "" if r["seeds"] < 2 else f"{r['mean']:.2f} ± {r['std']:.2f}"),
-        ("95% CI", lambda r: "" if r["seeds"] < 2 else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"),
-    ]
-
-
-def comparison_columns() -> list[tuple[str, Callable[[pd.Series], str]]]:
-    def num(r: pd.Series, key: str, sign: str = "") -> str:
-        digits = 4 if r["metric"] == COMPARED[LOSS] else 2
-        return "" if not math.isfinite(_num(r[key])) else f"{_num(r[key]):{sign}.{digits}f}"
-
-    def p(key: str) -> Callable[[pd.Series], str]:
-        return lambda r: ("" if not math.isfinite(_num(r[key])) else
-                          stats.format_p(r[key]).removeprefix("p ").lstrip("= "))
-
-    return [
-        ("Compared", lambda r: _text(r["metric"])),
-        ("Within", lambda r: r["stratum"]),
-        ("A", lambda r: r["a"]),
-        ("B", lambda r: r["b"]),
-        ("Mean A", lambda r: num(r, "mean_a")),
-        ("Mean B", lambda r: num(r, "mean_b")),
-        ("A − B (95% CI)", lambda r: "" if not math.isfinite(r["diff_low"]) else
-         f"{num(r, 'diff', '+')} [{num(r, 'diff_low', '+')}, {num(r, 'diff_high', '+')}]"),
-        ("p", p("p")),
-        ("Holm p", p("p_holm")),
-        ("Verdict", lambda r: r["verdict"]),
-    ]
-
-
-def cost_columns(scheduler: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
-    saved = "Epochs saved by ASHA" if scheduler == "asha" else "Epochs saved by early stopping"
-    return [
-        ("Group", lambda r: r["group"]),
-        ("Trials", lambda r: str(r["trials"])),
-        ("Stopped early", lambda r: str(r["stopped_early"])),
-        ("Diverged", lambda r: str(r["diverged"])),
-        ("Errored", lambda r: str(r["errored"])),
-        ("Epochs run", lambda r: str(r["epochs_run"])),
-        ("Epochs if all ran to the end", lambda r: str(r["epochs_full"])),
-        (saved, lambda r: str(r["epochs_saved"])),
-        ("Trial wall s", lambda r: _seconds(r["wall_s"])),
-        ("CPU-s", lambda r: _seconds(r["cpu_s"])),
-        ("GPU-s", lambda r: _seconds(r["gpu_s"])),
-        ("Est. s saved", lambda r: _seconds(r["saved_s"])),
-    ]
-
-
-TRIAL_METRICS = ("epochs_run", "epochs", "best_val_acc", HONEST, "best_val_epoch", "best_test_acc", "best_test_loss",
-                 "train_acc_last", "diverged", "stopped_early", "wall_s", "error")
-
-
-def _param_text(key: str) -> Callable[[pd.Series], str]:
-    def text(r: pd.Series) -> str:
-        if key == "groups" and r["norm"] != "group":
-            return ""  # the group count means nothing to other norms
-        return _factor(r[key]) if key in ("l1", "l2", "lr") else _text(r[key])
-
-    return text
-
-
-def trial_columns(frame: pd.DataFrame) -> list[tuple[str, Callable[[pd.Series], str]]]:
-    """(label, row -> text) for the per-trial table: id, group, status, its hyperparameters, its results."""
-    pct = _fmt(2)
-    params = [c for c in frame.columns if c not in ("trial_id", "group", "status") + TRIAL_METRICS]
-    return [
-        ("Trial", lambda r: _text(r["trial_id"])),
-        ("Group", lambda r: _text(r["group"])),
-        ("Status", lambda r: _text(r["status"])),
-        *[(k, _param_text(k)) for k in params],
-        ("Epochs run", lambda r: f"{_int(r['epochs_run'])}/{_int(r['epochs'])}"),
-        ("Val acc", lambda r: pct(r["best_val_acc"])),
-        ("Test acc @ val epoch", lambda r: pct(r[HONEST])),
-        ("seed: best test acc", lambda r: pct(r["best_test_acc"])),
-        ("Diverged", lambda r: "yes" if r["diverged"] else ""),
-        ("Stopped early", lambda r: "yes" if r["stopped_early"] else ""),
-        ("Wall s", lambda r: _seconds(r["wall_s"])),
-        ("Error", lambda r: _text(r["error"])),
-    ]
-
-
-def display(frame: pd.DataFrame, columns) -> pd.DataFrame:
-    """The frame as strings under their labels, in order."""
-    data = {label: [fn(r) for _, r in frame.iterrows()] for label, fn in columns}
-    return pd.DataFrame(data, columns=[c[0] for c in columns], dtype=object)
-
-
-def sections(report: Report) -> list[tuple[str, pd.DataFrame]]:
-    """(heading, display frame) of each table, in reading order."""
-    return [
-        ("Groups", display(report.table, table_columns(report.value))),
-        ("Comparisons", display(report.comparisons, comparison_columns())),
-        ("Cost", display(report.cost, cost_columns(report.scheduler))),
-        ("All trials", display(report.trials, trial_columns(report.trials))),
-    ]
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "(none)"
-    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |",
-             "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def markdown(report: Report, *, all_trials: bool = True) -> str:
-    out = [f"# Report: {report.title}", ""]
-    out += [f"- {label}: {value}" for label, value in report.facts] + [""]
-    for heading, frame in sections(report):
-        if heading == "All trials" and not all_trials:
-            continue
-        out += [f"## {heading}", "", markdown_table(frame), ""]
-        if heading == "Groups":
-            out += [f"- {n}" for n in report.notes] + [""]
-    if report.missing:
-        out += ["## Missing", ""] + [f"- {m}" for m in report.missing] + [""]
-    return "\n".join(out)
-
-
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                 "±": r"$\pm$", "−": "--", "<": r"$<$", ">": r"$>$"}
-
-
-def latex_escape(text: Any) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def latex_table(frame: pd.DataFrame, caption: str) -> str:
-    """A booktabs tabular in a table float."""
-    head = " & ".join(latex_escape(c) for c in frame.columns) + r" \\"
-    body = [" & ".join(latex_escape(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
-    return "\n".join([r"\begin{table}[ht]", r"\centering", r"\small", f"\\caption{{{latex_escape(caption)}}}",
-                      r"\begin{tabular}{" + "l" * max(len(frame.columns), 1) + "}", r"\toprule", head, r"\midrule",
-                      *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
-
-
-def latex(report: Report) -> str:
-    """Tables for a document using booktabs; notes and missing parts as comments."""
-    out = [f"% Report: {latex_escape(report.title)}  (needs \\usepackage{{booktabs}})"]
-    out += [f"% {label}: {value}" for label, value in report.facts]
-    for heading, frame in sections(report):
-        out += ["", latex_table(frame, f"{report.title}: {heading.lower()}")]
-    out += [""] + [f"% note: {n}" for n in report.notes] + [f"% missing: {m}" for m in report.missing]
-    return "\n".join(out) + "\n"
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return json.loads(frame.to_json(orient="records", double_precision=10))  # NaN -> null
-
-
-def as_json(report: Report) -> str:
-    data = {"title": report.title, "facts": dict(report.facts), "compared_value": report.value,
-            "table": _records(report.table), "comparisons": _records(report.comparisons),
-            "cost": _records(report.cost), "trials": _records(report.trials), "notes": report.notes,
-            "missing": report.missing}
-    return json.dumps(data, indent=2) + "\n"
-
-
-def as_csv(report: Report) -> str:
-    """The main table, machine-readable (raw numbers, snake_case columns)."""
-    return report.table.to_csv(index=False)
-
-
-def render(report: Report, fmt: str = "markdown") -> str:
-    """The report as text in ``fmt``: markdown (without the per-trial table), csv (the main table), json, latex."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "markdown":
-        return markdown(report, all_trials=False)
-    if fmt == "csv":
-        return as_csv(report)
-    if fmt == "json":
-        return as_json(report)
-    return latex(report)
-
-
-def write_files(report: Report, out: Path) -> list[Path]:
-    """Every format into ``out``: report.md, report.json, report.tex and one CSV per table."""
-    files = {
-        "report.md": markdown(report), "report.json": as_json(report), "report.tex": latex(report),
-        "table.csv": report.table.to_csv(index=False), "comparisons.csv": report.comparisons.to_csv(index=False),
-        "cost.csv": report.cost.to_csv(index=False), "trials.csv": report.trials.to_csv(index=False),
-    }
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (out / name).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot write the report into {out}: {e.strerror or e}; "
-                        "choose another folder with --out") from None
-    return [out / name for name in files]

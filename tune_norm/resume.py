@@ -7,12 +7,13 @@ import json
 import os
 import pickletools
 import stat
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from . import storage
 from .errors import UserError
 from .experiment import PROVENANCE, STATE_GLOB, _state
+from .space import SearchSpec
 
 # Ray's state files; all but experiment_state are pickles, and experiment_state embeds cloudpickled objects
 STATE_PATTERNS = (STATE_GLOB, "searcher-state-*.pkl", "search_gen_state-*.json", "basic-variant-state-*.json")
@@ -95,15 +96,15 @@ def recorded(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def check_same_experiment(path: Path, spec) -> None:
+def check_same_experiment(path: Path, spec: SearchSpec) -> None:
     """Refuse a resume whose space or settings differ from the recorded ones (Ray would keep the old ones anyway,
     and the record would name a space that was never searched)."""
-    before = recorded(path).get("spec")
-    if not isinstance(before, dict):
+    record = recorded(path).get("spec")
+    if not isinstance(record, dict):
         return
-    now = _jsonable(asdict(spec))
-    before = _jsonable(before)
-    differ = [k for k in now if k not in MAY_CHANGE and k in before and before[k] != now[k]]
+    now = _jsonable(spec.to_dict())
+    before = _jsonable(SearchSpec.from_dict(record).to_dict())
+    differ = [k for k in now if k not in MAY_CHANGE and k in record and before[k] != now[k]]
     if differ:
         raise UserError(f"cannot resume {path} with another space or overrides: {', '.join(differ)} differ from the "
                         f"record in {PROVENANCE} ({_difference(differ[0], before[differ[0]], now[differ[0]])}); "
@@ -133,7 +134,7 @@ def moved_from(path: Path) -> str | None:
     """The folder this experiment was started in, when that is not ``path`` (a copy, a move, a synced backup)."""
     record = recorded(path)
     where = ([r.get("path") for r in record.get("resumes") or [] if isinstance(r, dict)] or [record.get("path")])[-1]
-    if isinstance(where, str) and "://" not in where and Path(where) != Path(path):
+    if isinstance(where, str) and not storage.is_uri(where) and Path(where) != Path(path):
         return where
     return None
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .experiment import Experiment, flat_config
 from .errors import UserError
+from .experiment import Experiment, flat_config
 
 RUN_SPECIFIC = ("device", "threads")  # where the trial ran, not what it was: the retrain picks its own
 

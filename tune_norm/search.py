@@ -18,12 +18,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, faults
 from . import storage as storage_mod  # run() takes a `storage` argument
 from .config import from_mapping
 from .errors import UserError
+from .experiment import (  # the on-disk format lives with its reader
+    CHECKPOINT_FILE,
+    PROVENANCE,
+    RESULTS_ROOT,
+    flat_config,
+    restorable,
+    set_orphans_aside,
+)
 from .guard import RunGuard
-from .experiment import CHECKPOINT_FILE, PROVENANCE, flat_config, set_orphans_aside  # the on-disk format lives with its reader
 from .space import SearchSpec
 from .study import STUDY_FILE
 
@@ -72,26 +79,6 @@ class Watchdog:
                 os._exit(3)  # stuck in native code: the worker dies and Ray records the failure
 
 
-def _fault(config: dict, epoch: int, trial_id: str) -> None:
-    """Test-only fault injection, driven by $TUNE_NORM_FAULT: JSON with kind (crash|hang), epoch,
-    match (config values that select trials) and once_dir (fire once per trial, remembered there)."""
-    spec = os.environ.get("TUNE_NORM_FAULT")
-    if not spec:
-        return
-    fault = json.loads(spec)
-    if fault.get("epoch") != epoch or any(config.get(k) != v for k, v in fault.get("match", {}).items()):
-        return
-    if fault.get("once_dir"):
-        marker = Path(fault["once_dir"]) / f"fault-fired-{trial_id}"
-        if marker.exists():
-            return
-        marker.write_text(str(epoch))
-    if fault["kind"] == "crash":
-        raise RuntimeError(f"injected crash after epoch {epoch}")
-    while True:  # hang: a Python loop, as a deadlocked data pipeline would
-        time.sleep(0.05)
-
-
 def trainable(config: dict, settings: RunSettings) -> None:
     """Ray Tune function trainable: one TrainConfig, one report (and checkpoint) per epoch."""
     from ray import tune
@@ -113,13 +100,14 @@ def trainable(config: dict, settings: RunSettings) -> None:
     dog = Watchdog(settings.epoch_timeout_s)
     try:
         for metrics in trainer.epochs():
-            _fault(values, metrics["epoch"], trial_id)
+            faults.inject(values, metrics["epoch"], trial_id)  # tests only: $TUNE_NORM_FAULT
             with tempfile.TemporaryDirectory() as d:
                 trainer.save(Path(d) / CHECKPOINT_FILE)
                 tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
             dog.beat()
     except TrialHung:
-        raise TrialHung(f"trial hung: no epoch finished within epoch_timeout_s={settings.epoch_timeout_s:g} s") from None
+        raise TrialHung(
+            f"trial hung: no epoch finished within epoch_timeout_s={settings.epoch_timeout_s:g} s") from None
     finally:
         dog.stop()
 
@@ -174,7 +162,8 @@ def _search_alg(spec: SearchSpec, path: str | None = None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=spec.search.seed) if spec.search.type == "optuna"
                else optuna.samplers.RandomSampler(seed=spec.search.seed))
-    if path and "://" not in path:  # the study in the experiment folder (on s3:// it stays in Ray's searcher state)
+    # the study in the experiment folder (on s3:// it stays in Ray's searcher state)
+    if path and not storage_mod.is_uri(path):
         from .searcher import StudySearch
         from .study import create
 
@@ -265,7 +254,7 @@ def default_gpus(spec: SearchSpec, cluster=None) -> float:
 def experiment_path(spec: SearchSpec, location: str | None) -> str:
     """The experiment folder, absolute (trials run in other working directories); URIs pass through
     (file:// ones become their local path)."""
-    return storage_mod.normalized(location or Path("tune_results") / spec.name)
+    return storage_mod.normalized(location or RESULTS_ROOT / spec.name)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -295,7 +284,7 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
     import torch
 
     record = {
-        "spec": asdict(spec),
+        "spec": spec.to_dict(),
         "settings": asdict(settings),
         "gpus_per_trial": gpus,
         "command": shlex.join(sys.argv),
@@ -312,7 +301,7 @@ def write_provenance(path: str, spec: SearchSpec, settings: RunSettings, gpus: f
     runs = first.get("runs", []) if isinstance(first, dict) else []
     if isinstance(first, dict) and first.get("spec"):  # a resume: the original record stays, the run is added
         resumed = {k: record[k] for k in ("command", "started", "path", "settings", "gpus_per_trial", "git_commit")}
-        resumed["resources"] = record["spec"]["resources"]
+        resumed["resources"] = asdict(spec.resources)
         record = {**first, "resumes": first.get("resumes", []) + [resumed]}
     history.write_text(json.dumps({**record, "runs": runs + [shlex.join(sys.argv)]}, indent=2, default=str) + "\n")
 
@@ -326,9 +315,9 @@ def run(spec: SearchSpec, *, data_root: str, storage: str | None = None, address
     guard = RunGuard(path, spec, storage=storage, resume=resume, restart_errored=restart_errored, address=address,
                      num_cpus=num_cpus, num_gpus=num_gpus)
     guard.check()  # nothing is written before this passes
-    if resume and not is_experiment(path):
+    if resume and not restorable(path):
         raise UserError(f"{path} is not a tune-norm experiment (no experiment state in it); nothing to resume")
-    if not resume and is_experiment(path):
+    if not resume and restorable(path):
         raise UserError(f"{path} already holds an experiment; pass --resume to continue it or choose another --storage")
     if storage_mod.is_uri(path):
         storage_mod.path(path).mkdir(parents=True, exist_ok=True)  # a missing bucket fails here, before Ray
@@ -390,10 +379,11 @@ def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str
 
         storage_path, name = _split(path)
         search_alg = _search_alg(spec, path)
-        plan = progress.Plan(name=spec.name, path=path, trials=len(spec.cells()) or spec.num_samples,
+        plan = progress.Plan(name=spec.name, path=path, trials=spec.planned,
                              max_epochs=spec.max_epochs, metric=spec.metric, mode=spec.mode,
                              early_stopping=spec.scheduler.type == "asha",
-                             study_file=str(Path(path) / STUDY_FILE) if search_alg and "://" not in path else None,
+                             study_file=(str(Path(path) / STUDY_FILE) if search_alg and not storage_mod.is_uri(path)
+                                         else None),
                              searcher=spec.search.type)
         callbacks = [progress.Progress(plan), *trackers.callbacks(spec.name, path, mlflow=mlflow, wandb=wandb),
                      FrozenTrials(frozen_limit_s(spec.epoch_timeout_s))]
@@ -422,8 +412,3 @@ def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
-
-def is_experiment(path: str) -> bool:
-    """True where Ray can restore an experiment: its experiment state or its tuner.pkl is there."""
-    folder = storage_mod.path(path)
-    return any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists()

@@ -1,4 +1,4 @@
-"""Ray's OptunaSearch (restartable) with the study in the experiment folder's journal, each trial tagged with Ray's trial id."""
+"""Ray's OptunaSearch (restartable), its study in the experiment folder's journal, trials tagged with Ray's ids."""
 
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import FIELDS, TrainConfig, from_mapping, load_yaml
 from .errors import UserError
@@ -76,6 +77,37 @@ class SearchSpec:
     warnings: tuple[str, ...] = ()
 
     @property
+    def planned(self) -> int:
+        """Trials the search means to run: every grid cell (rows x seeds), else num_samples."""
+        if self.search.type == "grid":
+            return len(self.grid) * max(len(self.seeds), 1)
+        return self.num_samples
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data, as recorded in an experiment's tune_norm.json (read back by from_dict)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpec:
+        """A recorded spec (to_dict's output), lenient for old folders: missing keys take their defaults and
+        unknown keys are ignored. Not a validation: the spec was checked when its search ran."""
+        values = _known(cls, data)
+        params = [p for p in values.get("params") or () if isinstance(p, Mapping) and "name" in p]
+        values.update(
+            name=str(values.get("name", "")),
+            params=tuple(Param(name=str(p["name"]), kind=str(p.get("kind") or "const"),
+                               values=tuple(p.get("values") or ()),
+                               when=tuple(p["when"]) if p.get("when") else None) for p in params),
+            grid=tuple(dict(row) for row in values.get("grid") or () if isinstance(row, Mapping)),
+            seeds=tuple(int(s) for s in values.get("seeds") or ()),
+            scheduler=Scheduler(**_known(Scheduler, values.get("scheduler"))),
+            search=Searcher(**_known(Searcher, values.get("search"))),
+            resources=Resources(**_known(Resources, values.get("resources"))),
+            warnings=tuple(values.get("warnings") or ()),
+        )
+        return cls(**values)
+
+    @property
     def constants(self) -> dict[str, Any]:
         return {p.name: p.values[0] for p in self.params if p.kind == "const"}
 
@@ -94,7 +126,7 @@ class SearchSpec:
             return [{**self.constants, **row} for row in self.grid]
         return [{**self.constants, **row, "seed": s} for row in self.grid for s in self.seeds]
 
-    def with_overrides(self, **changes: Any) -> "SearchSpec":
+    def with_overrides(self, **changes: Any) -> SearchSpec:
         """Apply CLI overrides (num_samples=..., scheduler__grace_period=..., set={key: value}) and re-check."""
         spec = self
         sets = changes.pop("set", None) or {}
@@ -119,6 +151,13 @@ class SearchSpec:
             return check_spec(replace(spec, params=tuple(params)))
         except UserError as e:
             raise UserError(f"{shown}: {str(e).removeprefix(spec.source + ': ')}") from None
+
+
+def _known(kind: type, data: Any) -> dict[str, Any]:
+    """The keys of a recorded mapping that ``kind`` (a dataclass) has, without nulls (they take the defaults)."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {k: v for k, v in data.items() if k in kind.__dataclass_fields__ and v is not None}
 
 
 class _Reader:
@@ -295,7 +334,8 @@ def check_spec(spec: SearchSpec) -> SearchSpec:
         r.number("scheduler.reduction_factor", spec.scheduler.reduction_factor, float, 1, low_open=True)
         if spec.scheduler.grace_period > spec.max_epochs:
             raise r.fail("scheduler.grace_period",
-                         f"grace period {spec.scheduler.grace_period} is longer than the {spec.max_epochs} epochs (max_t)")
+                         f"grace period {spec.scheduler.grace_period} is longer than the "
+                         f"{spec.max_epochs} epochs (max_t)")
         l1 = next((p for p in spec.params if p.name == "l1"), None)
         if l1 is not None and max(l1.candidates()) > 0 and spec.scheduler.grace_period < spec.max_epochs / 4:
             warnings.append(

@@ -43,7 +43,7 @@ class StopSignals:
         self.received: int | None = None
         self.previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ray's handler would hide that Ctrl+C was pressed
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.previous[sig] = signal.signal(sig, self._handle)

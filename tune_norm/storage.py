@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import UserError

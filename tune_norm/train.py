@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,8 @@ class Trainer:
         self.train_set = data.train.to(self.device)
         # evaluation sets normalised once; they never change
         self.eval_sets = {
-            name: (normalize(s.images.to(self.device)).contiguous(memory_format=self.memory_format), s.labels.to(self.device))
+            name: (normalize(s.images.to(self.device)).contiguous(memory_format=self.memory_format),
+                   s.labels.to(self.device))
             for name, s in (("val", data.val), ("test", data.test))
             if len(s)
         }
@@ -148,7 +150,7 @@ class Trainer:
         else:
             for name in self.eval_sets:
                 metrics.update(self.evaluate(name))
-            if "val_acc" not in metrics:  # seed convention (val_size 0): no validation split
+            if "val_acc" not in metrics:  # the baseline study's convention (val_size 0): no validation split
                 metrics.update(val_loss=float("nan"), val_acc=float("nan"))
         seconds = time.perf_counter() - started
         # named apart from the config's lr (the OneCycle peak) so trackers and tables do not mix the two
@@ -227,10 +229,12 @@ def describe_momentum(cfg: TrainConfig) -> str:
 
 def format_row(m: dict[str, Any]) -> str:
     return (f"{m['epoch']:>5} {m['lr_epoch_start']:>9.5f} {m['train_loss']:>10.4f} {m['train_acc']:>9.2f} "
-            f"{m['val_loss']:>9.4f} {m['val_acc']:>7.2f} {m['test_loss']:>9.4f} {m['test_acc']:>8.2f} {m['epoch_seconds']:>6.1f}")
+            f"{m['val_loss']:>9.4f} {m['val_acc']:>7.2f} {m['test_loss']:>9.4f} {m['test_acc']:>8.2f} "
+            f"{m['epoch_seconds']:>6.1f}")
 
 
-TABLE_HEADER = f"{'epoch':>5} {'lr_start':>9} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>7} {'test_loss':>9} {'test_acc':>8} {'sec':>6}"
+TABLE_HEADER = (f"{'epoch':>5} {'lr_start':>9} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>7} "
+                f"{'test_loss':>9} {'test_acc':>8} {'sec':>6}")
 
 
 def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[dict[str, Any]]:
@@ -257,6 +261,6 @@ def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[
     status = "diverged" if trainer.diverged else "finished"
     honest = last["test_acc_at_best_val"]
     at_val = "" if math.isnan(honest) else f"test acc at best val epoch {honest:.2f}%, "
-    echo(f"{status}: best test acc {last['best_test_acc']:.2f}% (seed convention: best over epochs), "
+    echo(f"{status}: best test acc {last['best_test_acc']:.2f}% (baseline convention: best over epochs), "
          f"{at_val}results in {out}")
     return rows

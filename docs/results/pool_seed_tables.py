@@ -12,7 +12,7 @@ import sys
 
 import pandas as pd
 
-from tune_norm import report, stats
+from tune_norm import render, report, stats
 
 SEED = {  # the seed's single runs: train, test, loss
     "LayerNorm": (98.80, 99.48, 0.0174), "GroupNorm": (98.84, 99.51, 0.0156), "BatchNorm": (98.59, 99.58, 0.0151),
@@ -26,9 +26,9 @@ def main(paths: list[str]) -> None:
     trials = trials[trials["epochs_run"] == trials["epochs"]]  # finished trials only
     if trials.duplicated(["group", "seed"]).any():
         sys.exit("a (group, seed) pair appears twice: these tables overlap")
-    print("| run | seeds | train acc | test acc (seed convention) | test - seed | test loss | test acc per seed |")
+    print("| run | seeds | train acc | test acc (baseline convention) | test - seed | test loss | test acc per seed |")
     print("|---|---|---|---|---|---|---|")
-    for group, (train, test, loss) in SEED.items():
+    for group, (_train, test, _loss) in SEED.items():
         rows = trials[trials["group"] == group].sort_values("seed")
         acc = stats.summarize(rows["best_test_acc"])
         tr, lo = stats.summarize(rows["train_acc_last"]), stats.summarize(rows["best_test_loss"])
@@ -39,7 +39,7 @@ def main(paths: list[str]) -> None:
     summary = report.add_groups(trials)
     summary["score"] = 0.0  # one setup per group (the grid has no search): the score picks nothing here
     compared = report.comparisons(summary)
-    print(report.markdown_table(report.display(compared, report.comparison_columns())))
+    print(render.markdown_table(render.display(compared, render.comparison_columns())))
     print()
     print(report.comparison_note(compared))
     print()

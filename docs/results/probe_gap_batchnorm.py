@@ -32,7 +32,8 @@ def main() -> None:
     print("variant         seed epoch val_acc test_acc")
     for seed in args.seeds:
         for variant in args.variants:
-            cfg = TrainConfig(norm=VARIANTS[variant], batch_size=2, lr=0.0005, epochs=args.epochs, subset=20000, seed=seed,
+            cfg = TrainConfig(norm=VARIANTS[variant], batch_size=2, lr=0.0005, epochs=args.epochs, subset=20000,
+                              seed=seed,
                               threads=1)
             trainer = Trainer(cfg, data.load(args.data, val_size=cfg.val_size, subset=cfg.subset))
             block = trainer.model.features[GAP_BLOCK]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_norm import html, report
+from tune_norm import html, render, report
 
 PLOTS, NEXT = "<h2>Plots</h2>", "\n<h2>All trials</h2>"
 
@@ -36,17 +36,17 @@ def rebuild(folder: Path) -> None:
     keys = [k for k in report.DEFAULTS if k not in report.NOT_REPLICATE_KEYS]
     if summary.groupby("group")[keys].nunique().gt(1).any(axis=None):
         sys.exit(f"{folder}: a group holds several setups; its best cannot be told from trials.csv")
-    if report.honest_column(summary) != old["compared_value"]:
+    if report.compared_value(summary) != old["compared_value"]:
         sys.exit(f"{folder}: trials.csv does not hold the compared value {old['compared_value']}")
     compared = report.comparisons(summary, mode)
     notes = [report.comparison_note(compared) if n.startswith("Comparisons:") else n for n in old["notes"]]
     scheduler = old["facts"].get("Search", "").split(", ")[-1].removesuffix(" scheduler").split(" ")[0]
     rep = report.Report(title=old["title"], facts=list(old["facts"].items()), table=table, comparisons=compared,
                         cost=costs, trials=trials, summary=summary, notes=notes, missing=old["missing"],
-                        value=old["compared_value"], scheduler=scheduler)
+                        compared_value=old["compared_value"], scheduler=scheduler)
     page = (folder / "report.html").read_text(encoding="utf-8")
     plots = page[page.index(PLOTS):page.index(NEXT)]
-    report.write_files(rep, folder)
+    render.write_files(rep, folder)
     new = html.page(rep)
     (folder / "report.html").write_text(new[:new.index(PLOTS)] + plots + new[new.index(NEXT):], encoding="utf-8")
     print(f"{folder}: {len(compared)} comparisons, {int(compared['p'].notna().sum())} tested")
