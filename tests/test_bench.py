@@ -11,12 +11,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
+from conftest import run_cli
 from tune_norm import augment, bench, data
 from tune_norm.config import TrainConfig
 from tune_norm.errors import UserError
 from tune_norm.train import Trainer, l1_penalty
-
-from conftest import run_cli
 
 N = 32
 

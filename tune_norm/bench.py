@@ -1,4 +1,4 @@
-"""Throughput benchmark: the seed's torchvision pipeline, tune-norm's tensor pipeline and the bare model step, side by side."""
+"""Throughput benchmark: the seed's torchvision pipeline, tune-norm's tensor pipeline and the model step."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,8 @@ def torchvision_root(root: Path, cache: Path | None = None) -> Path:
             tmp.write_bytes(blob)
             tmp.replace(target / name)
         except OSError as e:
-            raise UserError(f"cannot write the MNIST cache {target}: {e.strerror or e}; set TUNE_NORM_CACHE to a writable folder") from None
+            raise UserError(f"cannot write the MNIST cache {target}: {e.strerror or e}; "
+                            "set TUNE_NORM_CACHE to a writable folder") from None
     return cache
 
 
@@ -159,7 +161,8 @@ class TunePipeline:
     def __init__(self, root: Path, cfg: TrainConfig, steps: int, rounds: int):
         warm = min(steps, WARMUP_STEPS) * cfg.batch_size
         Trainer(cfg.replace(epochs=1), MNIST(_train_split(root, warm), EMPTY, EMPTY)).train_epoch()
-        self.trainer = Trainer(cfg.replace(epochs=rounds), MNIST(_train_split(root, steps * cfg.batch_size), EMPTY, EMPTY))
+        split = _train_split(root, steps * cfg.batch_size)
+        self.trainer = Trainer(cfg.replace(epochs=rounds), MNIST(split, EMPTY, EMPTY))
 
     def run(self) -> tuple[float, int]:
         _sync(self.trainer.device)
@@ -289,7 +292,8 @@ def packing(root: Path, cfg: TrainConfig, layouts: list[tuple[int, int]], steps:
             for rank in range(procs):
                 parent, child = ctx.Pipe()
                 values = cfg.replace(threads=threads, seed=cfg.seed + rank).as_dict()
-                proc = ctx.Process(target=_pack_worker, args=(child, barrier, str(root), values, steps, rounds), daemon=True)
+                proc = ctx.Process(target=_pack_worker, args=(child, barrier, str(root), values, steps, rounds),
+                                   daemon=True)
                 proc.start()
                 child.close()
                 members.append((proc, parent))
@@ -312,7 +316,7 @@ def packing(root: Path, cfg: TrainConfig, layouts: list[tuple[int, int]], steps:
                 f"{p}x{t} {rates[i][-1]:,.0f} img/s" for i, (p, t) in enumerate(layouts)))
     finally:
         for members in groups:
-            for proc, conn in members:
+            for _, conn in members:
                 try:
                     conn.send("stop")
                 except (OSError, BrokenPipeError):
@@ -342,8 +346,8 @@ def packing_verdict(rows: list[dict]) -> str:
 def machine() -> dict[str, Any]:
     model = platform.processor() or ""
     try:
-        model = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                     if l.startswith("model name")) or model
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")) or model
     except (OSError, StopIteration):
         pass
     info = {"cpu_model": model, "cpus": cpu_budget(), "torch": torch.__version__, "python": platform.python_version()}
@@ -357,7 +361,8 @@ def run(root: Path, *, device: str = "auto", threads: int = 0, batch_size: int =
     """Measure on CPU and, where present, on CUDA; returns a plain dict (its fields are described in docs/bench.md)."""
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be auto, cpu or cuda, got {device!r}")
-    for name, value, low in (("steps", steps, 1), ("rounds", rounds, 1), ("batch size", batch_size, 1), ("threads", threads, 0)):
+    bounds = (("steps", steps, 1), ("rounds", rounds, 1), ("batch size", batch_size, 1), ("threads", threads, 0))
+    for name, value, low in bounds:
         if value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
     if device == "cuda":
@@ -410,9 +415,10 @@ def run(root: Path, *, device: str = "auto", threads: int = 0, batch_size: int =
 
 # -- the markdown table ----------------------------------------------------------------------------
 def _section(title: str, part: dict, device: str) -> list[str]:
-    lines = [f"### {title}", "", "| pipeline | images/s (median) | s/epoch (60k, extrapolated) | vs seed | best round |",
+    lines = [f"### {title}", "",
+             "| pipeline | images/s (median) | s/epoch (60k, extrapolated) | vs seed | best round |",
              "|---|---:|---:|---:|---:|"]
-    for name, p in part["pipelines"].items():
+    for p in part["pipelines"].values():
         vs = f"{p['vs_seed']:.2f}x" if "vs_seed" in p else ""
         lines.append(f"| {p['description']} | {p['images_per_s']:,.0f} | {p['sec_per_epoch']:.1f} | {vs} | "
                      f"{max(p['rounds_images_per_s']):,.0f} |")
@@ -430,8 +436,9 @@ def _section(title: str, part: dict, device: str) -> list[str]:
     pack = part.get("packing")
     if pack and pack["layouts"]:
         share = "gpu_per_trial" in pack["layouts"][0]
-        head = "| GPU per trial | processes x threads | aggregate images/s | per process | trials/hour |" if share else \
-            "| processes x threads | aggregate images/s | per process | trials/hour |"
+        head = "| processes x threads | aggregate images/s | per process | trials/hour |"
+        if share:
+            head = "| GPU per trial " + head
         lines += ["", f"Packing on {device} (trials/hour: {TRIAL.epochs} epochs x {EPOCH_IMAGES - TRIAL.val_size:,} "
                       "training images, evaluation excluded):", "", head, "|" + "---:|" * (head.count("|") - 1)]
         for row in pack["layouts"]:
@@ -451,13 +458,13 @@ def markdown(results: dict[str, Any]) -> str:
              f"{s['rounds']} rounds", "",
              f"Machine: {m['cpu_model'] or 'unknown CPU'}, {m['cpus']} CPUs, torch {m['torch']}"
              + (f", {m['gpu']}" if m.get("gpu") else "")
-             + (f"; load average before {results['load_average_before'][0]:.2f}, after {results['load_average_after'][0]:.2f}"
-                if results.get("load_average_before") else ""), "",
+             + (f"; load average before {results['load_average_before'][0]:.2f}, "
+                f"after {results['load_average_after'][0]:.2f}" if results.get("load_average_before") else ""), "",
              s["note"] + ".", ""]
     load = results.get("load_average_before")
     if load and load[0] >= 0.5 * m["cpus"]:
-        lines += [f"Warning: the 1-minute load average was {load[0]:.2f} on {m['cpus']} CPUs before the run; other processes "
-                  "share the CPUs, so absolute numbers are low and noisy: compare the per-round ratios.", ""]
+        lines += [f"Warning: the 1-minute load average was {load[0]:.2f} on {m['cpus']} CPUs before the run; other "
+                  "processes share the CPUs, so absolute numbers are low and noisy: compare the per-round ratios.", ""]
     if results.get("command"):
         lines[2:2] = [f"Command: `{results['command']}`", ""]
     if "cpu" in results:

@@ -294,11 +294,13 @@ def report(
 @friendly
 def bench(
     device: Device = typer.Option("auto", help="auto: CPU, plus CUDA when a GPU is present."),
-    threads: int = typer.Option(0, help="torch CPU threads; also the process count of the packing test (0 = all available)."),
+    threads: int = typer.Option(
+        0, help="torch CPU threads; also the process count of the packing test (0 = all available)."),
     batch_size: int = typer.Option(64, help="Images per step (seed 64)."),
     steps: int = typer.Option(200, help="Timed steps per pipeline per round; sec/epoch is extrapolated to 60k images."),
     rounds: int = typer.Option(3, help="Interleaved rounds; the table shows medians."),
-    packing: bool = typer.Option(True, "--packing/--no-packing", help="Also measure N processes side by side (spawned)."),
+    packing: bool = typer.Option(
+        True, "--packing/--no-packing", help="Also measure N processes side by side (spawned)."),
     data: Optional[Path] = DataOption,
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON to this file."),
     search: bool = typer.Option(False, "--search", help="Instead: a mini-search through Ray vs the same trials "
