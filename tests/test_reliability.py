@@ -253,3 +253,25 @@ def test_old_ray_sessions_and_superseded_state_files_are_pruned(tmp_path):
     assert progress.read_text().splitlines() == ["epoch,val_acc", "1,90", "2,92", "3,93"]
     assert len(list(exp.glob("experiment_state-*.json"))) == 3 and len(list(exp.glob("searcher-state-*"))) == 3
     assert (exp / "experiment_state-2026-01-06_00-00-00.json").exists()
+
+
+def test_a_checkpoint_replaced_after_rays_last_snapshot_is_mended_for_the_resume(tmp_path):
+    """kill -9 between a trial's new checkpoint (which deletes the old one, num_to_keep: 1) and Ray's next snapshot:
+    the snapshot names a checkpoint that is gone, and the resumed trial errored ("does not exist on storage anymore")
+    and lost its epochs. The newest checkpoint now takes the name the snapshot expects."""
+    from tune_norm.experiment import mend_checkpoints
+
+    exp = tmp_path / "exp"
+    trial = exp / "trial_a"
+    (trial / "checkpoint_000001").mkdir(parents=True)
+    (trial / "checkpoint_000001" / "state.pt").write_bytes(b"epoch 2")
+    (exp / "trial_b" / "checkpoint_000003").mkdir(parents=True)  # in step with the snapshot: left alone
+    runtime = {"last_result": {"checkpoint_dir_name": "checkpoint_000000"}}
+    in_step = {"last_result": {"checkpoint_dir_name": "checkpoint_000003"}}
+    state = {"trial_data": [[json.dumps({"relative_logdir": "trial_a"}), json.dumps(runtime)],
+                            [json.dumps({"relative_logdir": "trial_b"}), json.dumps(in_step)]]}
+    (exp / "experiment_state-2026-11-29_00-00-00.json").write_text(json.dumps(state))
+    assert mend_checkpoints(exp) == ["trial_a"]
+    assert [p.name for p in trial.iterdir()] == ["checkpoint_000000"]
+    assert (trial / "checkpoint_000000" / "state.pt").read_bytes() == b"epoch 2"
+    assert (exp / "trial_b" / "checkpoint_000003").is_dir() and mend_checkpoints(exp) == []

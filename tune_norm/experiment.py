@@ -157,6 +157,32 @@ def set_orphans_aside(path: Path) -> list[Path]:
     return moved
 
 
+def mend_checkpoints(path) -> list[str]:
+    """Ray's last snapshot of the experiment names each trial's checkpoint at that moment. A trial that saved a newer
+    one afterwards deleted the old one (num_to_keep), so a driver killed before the next snapshot leaves a resume
+    that cannot restore that trial ("does not exist on storage anymore"): it errors and loses its epochs. Move the
+    trial's newest checkpoint to the name the snapshot expects, so the trial goes on from its newest state. Returns
+    the trial folders so mended."""
+    folder = storage.path(path)
+    files = sorted(folder.glob(STATE_GLOB))
+    state = _read_json(files[-1]) if files else None
+    mended = []
+    for entry in (state or {}).get("trial_data", []) if isinstance(state, dict) else []:
+        try:
+            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+            name, logdir = (runtime.get("last_result") or {}).get("checkpoint_dir_name"), trial.get("relative_logdir")
+        except (ValueError, TypeError, IndexError, AttributeError):
+            continue
+        if not name or not logdir:
+            continue
+        trial_dir = folder / str(logdir)
+        newest = sorted(trial_dir.glob("checkpoint_*")) if trial_dir.is_dir() else []
+        if newest and not (trial_dir / str(name)).exists():
+            newest[-1].rename(trial_dir / str(name))
+            mended.append(trial_dir.name)
+    return mended
+
+
 def _trial_dirs(path: Path) -> list[Path]:
     return sorted(d for d in path.iterdir() if d.is_dir() and d.name != ORPHANED and (
         d.name.startswith("trial_") or (d / RESULTS).exists() or (d / "params.json").exists()))

@@ -27,6 +27,7 @@ from .experiment import (  # the on-disk format lives with its reader
     PROVENANCE,
     RESULTS_ROOT,
     flat_config,
+    mend_checkpoints,
     restorable,
     set_orphans_aside,
 )
@@ -365,6 +366,9 @@ def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str
     write_provenance(path, spec, settings, gpus)
     fn = _trainable(spec, settings, gpus)
     if resume:
+        for name in mend_checkpoints(path):
+            print(f"{name}: Ray's last snapshot names a checkpoint the trial replaced after it; its newest checkpoint "
+                  "takes that name, so the trial goes on from its newest state", file=sys.stderr)
         for moved in set_orphans_aside(path):
             print(f"{moved.name} started after Ray's last snapshot of the experiment, so the resume does not know "
                   f"it; moved to {moved} and kept", file=sys.stderr)
