@@ -127,6 +127,19 @@ def _wait_for_rows(exp: Path, count: int, proc: subprocess.Popen, timeout: float
         time.sleep(0.5)
 
 
+def _signal_after_rows(proc: subprocess.Popen, exp: Path, rows: int, sig: int, meanwhile=None) -> tuple[str, str]:
+    """Once ``exp`` holds ``rows`` result rows, run ``meanwhile`` and send ``sig`` to the driver; its output."""
+    try:
+        _wait_for_rows(exp, rows, proc)
+        if meanwhile:
+            meanwhile()
+        os.kill(proc.pid, sig)
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
     """1, 11, 2: while a search runs, a --resume is refused (it used to write the same folder); SIGTERM exited 1
     with a stack dump and SIGINT exited 0; both now stop cleanly, exit 143/130 and print the --resume command;
@@ -136,15 +149,12 @@ def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
                        space={"lr": {"loguniform": [0.01, 0.05]}, "epochs": 6, "subset": 2000, "val_size": 500})
     exp = tmp_path / "exp"
     proc = _start(["search", str(space), "--storage", str(exp), "--num-cpus", "2"])
-    try:
-        _wait_for_rows(exp, 1, proc)
+
+    def second_driver_refused():
         refused(cli("search", space, "--storage", exp, "--resume"), "is being written by a running search",
                 f"pid {proc.pid}")
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+
+    out, err = _signal_after_rows(proc, exp, 1, signal.SIGTERM, meanwhile=second_driver_refused)
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "Fatal Python error" not in err, err[-3000:]
     line = next(x for x in err.splitlines() if x.startswith("stopped by SIGTERM"))
@@ -157,13 +167,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_say_how_to_resume(tmp_path):
     rows = sum(len(r) for r in trial_results(moved).values())
     command = command.replace(str(exp), str(moved))
     proc = _start(shlex.split(command)[1:])
-    try:
-        _wait_for_rows(moved, rows + 1, proc)
-        os.kill(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    out, err = _signal_after_rows(proc, moved, rows + 1, signal.SIGINT)
     assert proc.returncode == 130, err[-3000:]
     assert "stopped by SIGINT" in err and command in err and "Traceback" not in err, err[-3000:]
     assert f"was started in {exp}; it is resumed here" in err
