@@ -249,8 +249,13 @@ def test_old_ray_sessions_and_superseded_state_files_are_pruned(tmp_path):
     resume.prune_states(exp)
     progress = exp / "trial_t1" / "progress.csv"  # 15: a resumed trial reported epoch 2 again
     progress.write_text("epoch,val_acc\n1,90\n2,91\n2,92\n3,93\n")
-    assert resume.dedupe_progress(exp) == [progress]
+    results = exp / "trial_t1" / "result.json"  # the same in Ray's result.json; a cut line is left for the reader
+    rows = [{"epoch": 1, "val_acc": 90}, {"epoch": 2, "val_acc": 91}, {"epoch": 2, "val_acc": 92}]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"epoch": 3, "val_')
+    assert resume.dedupe_results(exp) == [progress, results]
     assert progress.read_text().splitlines() == ["epoch,val_acc", "1,90", "2,92", "3,93"]
+    assert results.read_text().splitlines() == [json.dumps(rows[0]), json.dumps(rows[2]), '{"epoch": 3, "val_']
+    assert resume.dedupe_results(exp) == []  # nothing left to mend
     assert len(list(exp.glob("experiment_state-*.json"))) == 3 and len(list(exp.glob("searcher-state-*"))) == 3
     assert (exp / "experiment_state-2026-01-06_00-00-00.json").exists()
 

@@ -75,7 +75,7 @@ class RunGuard:
         self.signals.__exit__()
         if self.local and self.resume:
             resume.drop_recreated(Path(self.path))
-            resume.dedupe_progress(Path(self.path))
+            resume.dedupe_results(Path(self.path))
             resume.prune_states(Path(self.path))  # again: this run added one of each
         if self.lock is not None:
             self.lock.release()

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import storage
 from .errors import UserError
-from .experiment import PROVENANCE, STATE_GLOB, _state
+from .experiment import PROVENANCE, RESULTS, STATE_GLOB, _state
 from .space import SearchSpec
 
 # Ray's state files; all but experiment_state are pickles, and experiment_state embeds cloudpickled objects
@@ -169,30 +169,64 @@ def drop_recreated(path: Path) -> None:
             empty.rmdir()
 
 
-def dedupe_progress(path: Path) -> list[Path]:
-    """After a resume, a trial restored from an older checkpoint reports some epochs again, and Ray appends them to
-    progress.csv; keep each epoch's last row. Returns the files rewritten."""
-    import csv
-
+def dedupe_results(path: Path) -> list[Path]:
+    """Ray snapshots the experiment before the trials stop, so an epoch a trial finishes during a stop is on disk
+    but not in the snapshot; the resumed trial restarts from the checkpoint the snapshot names and reports that
+    epoch again (the same numbers: resume is exact), and Ray appends it to result.json and progress.csv. Keep each
+    epoch's last row in both. Returns the files rewritten."""
     fixed = []
     for f in sorted(path.glob("trial_*/progress.csv")):
-        try:
-            with open(f, newline="") as handle:
-                rows = list(csv.DictReader(handle))
-        except (OSError, UnicodeDecodeError, csv.Error):
-            continue
-        if not rows or "epoch" not in rows[0]:
-            continue
-        last = {row["epoch"]: row for row in rows}
-        if len(last) == len(rows):
-            continue
-        keep = [row for row in rows if last[row["epoch"]] is row]
-        with open(f, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(keep)
-        fixed.append(f)
+        if _dedupe_csv(f):
+            fixed.append(f)
+    for f in sorted(path.glob(f"trial_*/{RESULTS}")):
+        if _dedupe_json_lines(f):
+            fixed.append(f)
     return fixed
+
+
+def _dedupe_csv(f: Path) -> bool:
+    import csv
+
+    try:
+        with open(f, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    if not rows or "epoch" not in rows[0]:
+        return False
+    last = {row["epoch"]: row for row in rows}
+    if len(last) == len(rows):
+        return False
+    keep = [row for row in rows if last[row["epoch"]] is row]
+    with open(f, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+    return True
+
+
+def _epoch(line: str) -> Any:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None  # a cut line is left as it is (the experiment reader reports it)
+    return row.get("epoch") if isinstance(row, dict) else None
+
+
+def _dedupe_json_lines(f: Path) -> bool:
+    try:
+        lines = f.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    epochs = [_epoch(line) for line in lines]
+    last = {epoch: i for i, epoch in enumerate(epochs) if epoch is not None}
+    keep = [line for i, (line, epoch) in enumerate(zip(lines, epochs)) if epoch is None or last[epoch] == i]
+    if len(keep) == len(lines):
+        return False
+    tmp = f.with_name(f.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(f)
+    return True
 
 
 def prune_states(path: Path, keep: int = KEEP_STATES) -> list[Path]:
