@@ -41,10 +41,10 @@ def frames(trials: list[dict], *curves: list[dict]) -> tuple[pd.DataFrame, pd.Da
     return pd.DataFrame(trials), pd.DataFrame([row for c in curves for row in c])
 
 
-def seeds(prefix: str, norm: str, honest: list[float], **config) -> tuple[list[dict], list[list[dict]]]:
-    """One finished trial per seed whose test accuracy at its best-validation epoch is ``honest[i]``."""
+def seeds(prefix: str, norm: str, at_val: list[float], **config) -> tuple[list[dict], list[list[dict]]]:
+    """One finished trial per seed whose test accuracy at its best-validation epoch is ``at_val[i]``."""
     trials, curves = [], []
-    for i, h in enumerate(honest):
+    for i, h in enumerate(at_val):
         tid = f"{prefix}{i}"
         trials.append(trial(tid, norm, seed=i + 1, **config))
         curves.append(curve(tid, val=[90.0, 95.0 + i / 10, 94.0], test=[89.0, h, h + 0.5]))
@@ -71,7 +71,7 @@ def test_batch_size_joins_the_label_only_where_the_experiment_varies_it():
 
 
 # -- the table -----------------------------------------------------------------------------------------
-def test_the_row_takes_seed_columns_and_honest_columns_from_the_best_trial():
+def test_the_row_takes_baseline_columns_and_the_compared_column_from_the_best_trial():
     trials, epochs = frames(
         [trial("a", l2=0.001), trial("b", l2=0.001, lr=0.05)],
         # validation picks epoch 2 (test 93); the test set's own best is epoch 3 (96): the seed's convention
@@ -84,9 +84,9 @@ def test_the_row_takes_seed_columns_and_honest_columns_from_the_best_trial():
     assert row["group"] == "BatchNorm + L2" and row["trial_id"] == "a" and row["trials"] == 2
     assert row["train_acc_last"] == 88 and row["best_test_acc"] == 96 and row["best_test_loss"] == 0.2
     assert row["l1"] == 0 and row["l2"] == 0.001
-    assert row["best_val_acc"] == 95 and row[report.HONEST] == 93 and row["best_val_epoch"] == 2
+    assert row["best_val_acc"] == 95 and row[report.TEST_AT_VAL] == 93 and row["best_val_epoch"] == 2
     assert row["epochs_run"] == 3 and row["epochs"] == 3 and row["seeds"] == 1 and math.isnan(row["std"])
-    labels = [label for label, _ in render.table_columns(report.HONEST)]
+    labels = [label for label, _ in render.table_columns(report.TEST_AT_VAL)]
     for label in ("baseline: best train acc", "baseline: best test acc", "baseline: best test loss", "L1", "L2",
                   "Val acc", "Test acc @ val epoch", "Epochs run", "Trial", "Seeds", "95% CI"):
         assert label in labels
@@ -112,8 +112,8 @@ def test_several_seeds_give_mean_std_and_a_t_interval():
     assert row["mean"] == pytest.approx(98.0) and row["std"] == pytest.approx(1.0)
     half = 4.302653 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((98 - half, 98 + half), abs=1e-5)
-    shown = render.display(pd.DataFrame([row]), render.table_columns(report.HONEST)).iloc[0]
-    assert shown["test @ val epoch: mean ± std"] == "98.00 ± 1.00" and shown["95% CI"] == "[95.52, 100.48]"
+    shown = render.display(pd.DataFrame([row]), render.table_columns(report.TEST_AT_VAL)).iloc[0]
+    assert shown["test acc @ val epoch: mean ± std"] == "98.00 ± 1.00" and shown["95% CI"] == "[95.52, 100.48]"
 
 
 def test_the_best_setup_is_chosen_by_its_mean_over_seeds():
@@ -256,7 +256,7 @@ def test_without_a_validation_split_the_seed_convention_is_compared():
     rep = report.build(*frames(trials, *curves), metric="train_loss", mode="min")
     assert rep.compared_value == report.BASELINE_SCORE
     row = rep.table.iloc[0]
-    assert math.isnan(row[report.HONEST]) and row["mean"] == pytest.approx((99.5 + 99.7) / 2)
+    assert math.isnan(row[report.TEST_AT_VAL]) and row["mean"] == pytest.approx((99.5 + 99.7) / 2)
     assert any("no validation split" in n for n in rep.notes)
 
 

@@ -18,8 +18,8 @@ from .experiment import Experiment, restorable
 from .render import markdown_table
 from .report import (
     COMPARED,
-    HONEST,
     LOSS,
+    TEST_AT_VAL,
     complete,
     setup_key,
     summarize_trials,
@@ -33,6 +33,7 @@ FIRST_SEED = 1001  # fresh seeds start here (then 2001, 3001, ... where the sear
 PLAN_FILE = "confirm.json"  # in the confirmation's experiment folder: source, trials, configs, seeds
 RESULT_FILE = "confirmation.md"  # the side-by-side tables, written after the run
 DEFAULTS = TrainConfig().as_dict()
+ACCURACY = COMPARED[TEST_AT_VAL]  # the accuracy the tests compare, by its report label ('test acc @ val epoch')
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ def results(p: Plan, confirmation: Experiment, source: Experiment, threshold: fl
         mine = summary[(keys == c.key) & summary["seed"].astype(int).isin(p.seeds)] if len(summary) else summary
         done = mine[complete(mine)] if len(mine) else mine
         seeds[c.label] = done
-        acc, loss = stats.summarize(done[HONEST]), stats.summarize(done[LOSS])
+        acc, loss = stats.summarize(done[TEST_AT_VAL]), stats.summarize(done[LOSS])
         reached = [first[t] for t in done["trial_id"].astype(str) if t in first]
         records.append({
             "label": c.label, "config": describe(c.config), "source_trials": ", ".join(c.trial_ids),
@@ -272,12 +273,12 @@ def results(p: Plan, confirmation: Experiment, source: Experiment, threshold: fl
         if c is reference:
             continue
         a, b = seeds[c.label], seeds[reference.label]
-        tests.append(stats.compare(a[HONEST], b[HONEST], c.label, reference.label, what="accuracy"))
+        tests.append(stats.compare(a[TEST_AT_VAL], b[TEST_AT_VAL], c.label, reference.label, what="accuracy"))
         tests.append(stats.compare(a[LOSS], b[LOSS], c.label, reference.label, lower_is_better=True,
                                    what="test loss"))
     adjusted = stats.adjust(tests)
     comparisons = pd.DataFrame([{
-        "candidate": c.a, "against": c.b, "measure": COMPARED[HONEST] if c.what == "accuracy" else "lowest test loss",
+        "candidate": c.a, "against": c.b, "measure": ACCURACY if c.what == "accuracy" else "lowest test loss",
         "n_a": c.n_a, "n_b": c.n_b, "mean_a": c.mean_a, "mean_b": c.mean_b, "diff": c.diff, "diff_low": c.low,
         "diff_high": c.high, "p": c.p, "p_holm": c.p_holm,
         "better": _better(c), "verdict": c.verdict} for c in adjusted])
@@ -297,7 +298,7 @@ def _verdicts(p: Plan, comparisons: pd.DataFrame) -> list[str]:
     if comparisons.empty:
         return ["Nothing to compare: one config and no baseline."]
     lines = []
-    phrases = ((COMPARED[HONEST], "{} beats {} on test accuracy at the validation-chosen epoch"),
+    phrases = ((ACCURACY, "{} beats {} on test accuracy at the validation-chosen epoch"),
                ("lowest test loss", "{} has a lower test loss (lowest over epochs) than {}"))
     for measure, phrase in phrases:
         rows = comparisons[comparisons["measure"] == measure]
@@ -348,7 +349,7 @@ def render(p: Plan, r: Result, folder: str, *, all_source_trials: bool = False) 
         "Source trials": r.rows["source_trials"],
         f"Source {p.metric}": [f"{v:.4g}" if math.isfinite(v) else "" for v in r.rows["source_score"]],
         "Seeds": [f"{n}/{m}" for n, m in zip(r.rows["seeds"], r.rows["planned"])],
-        "Test acc @ val epoch, mean [95% CI]": [_ci(*v, 2) for v in
+        f"{ACCURACY.capitalize()}, mean [95% CI]": [_ci(*v, 2) for v in
                                                 zip(r.rows["acc_mean"], r.rows["acc_low"], r.rows["acc_high"])],
         "Lowest test loss, mean [95% CI]": [_ci(*v, 4) for v in
                                             zip(r.rows["loss_mean"], r.rows["loss_low"], r.rows["loss_high"])],
@@ -364,7 +365,7 @@ def render(p: Plan, r: Result, folder: str, *, all_source_trials: bool = False) 
                                              f"{d:+.{k}f} [{lo:+.{k}f}, {hi:+.{k}f}]")
             for d, lo, hi, k in zip(r.comparisons.get("diff", []), r.comparisons.get("diff_low", []),
                                     r.comparisons.get("diff_high", []),
-                                    [2 if m == COMPARED[HONEST] else 4 for m in r.comparisons.get("measure", [])])],
+                                    [2 if m == ACCURACY else 4 for m in r.comparisons.get("measure", [])])],
         "Welch p": [_p(v) for v in r.comparisons.get("p", [])],
         "Holm p": [_p(v) for v in r.comparisons.get("p_holm", [])],
         "Verdict": r.comparisons.get("verdict", []),

@@ -12,9 +12,10 @@ import pandas as pd
 
 from . import stats
 from .errors import UserError
-from .report import COMPARED, HONEST, LOSS, TRIAL_METRICS, Report, _num
+from .report import COMPARED, LOSS, TEST_AT_VAL, TRIAL_METRICS, Report, _num
 
 FORMATS = ("markdown", "csv", "json", "latex")
+AT_VAL_LABEL = COMPARED[TEST_AT_VAL].capitalize()  # 'Test acc @ val epoch', the compared column's header
 
 
 # -- text formats ------------------------------------------------------------------------------------
@@ -41,7 +42,6 @@ def _text(v: Any) -> str:
 def table_columns(value: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
     """(label, row -> text) for the main table."""
     pct = _fmt(2)
-    stat = "test @ val epoch" if value == HONEST else "baseline: best test acc"
     return [
         ("Group", lambda r: r["group"]),
         ("baseline: best train acc", lambda r: pct(r["train_acc_last"])),
@@ -50,7 +50,7 @@ def table_columns(value: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
         ("L1", lambda r: _factor(r["l1"])),
         ("L2", lambda r: _factor(r["l2"])),
         ("Val acc", lambda r: pct(r["best_val_acc"])),
-        ("Test acc @ val epoch", lambda r: pct(r[HONEST])),
+        (AT_VAL_LABEL, lambda r: pct(r[TEST_AT_VAL])),
         ("Val epoch", lambda r: _int(r["best_val_epoch"])),
         ("Epochs run", lambda r: f"{int(r['epochs_run'])}/{int(r['epochs'])}"),
         ("Trial", lambda r: str(r["trial_id"])),
@@ -58,7 +58,7 @@ def table_columns(value: str) -> list[tuple[str, Callable[[pd.Series], str]]]:
         ("Diverged", lambda r: str(int(r["diverged"]))),
         ("Errored", lambda r: str(int(r["errored"]))),
         ("Seeds", lambda r: str(int(r["seeds"]))),
-        (f"{stat}: mean ± std", lambda r: "" if r["seeds"] < 2 else f"{r['mean']:.2f} ± {r['std']:.2f}"),
+        (f"{COMPARED[value]}: mean ± std", lambda r: "" if r["seeds"] < 2 else f"{r['mean']:.2f} ± {r['std']:.2f}"),
         ("95% CI", lambda r: "" if r["seeds"] < 2 else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"),
     ]
 
@@ -126,7 +126,7 @@ def trial_columns(frame: pd.DataFrame) -> list[tuple[str, Callable[[pd.Series], 
         *[(k, _param_text(k)) for k in params],
         ("Epochs run", lambda r: f"{_int(r['epochs_run'])}/{_int(r['epochs'])}"),
         ("Val acc", lambda r: pct(r["best_val_acc"])),
-        ("Test acc @ val epoch", lambda r: pct(r[HONEST])),
+        (AT_VAL_LABEL, lambda r: pct(r[TEST_AT_VAL])),
         ("baseline: best test acc", lambda r: pct(r["best_test_acc"])),
         ("Diverged", lambda r: "yes" if r["diverged"] else ""),
         ("Stopped early", lambda r: "yes" if r["stopped_early"] else ""),

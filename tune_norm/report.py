@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .norms import DISPLAY, NORMS
 from .space import SearchSpec
 
-HONEST = "test_acc_at_best_val"  # test accuracy at the epoch validation accuracy chose
+TEST_AT_VAL = "test_acc_at_best_val"  # test acc at the validation-chosen epoch: what comparisons use
 BASELINE_SCORE = "best_test_acc"  # the baseline study's convention: best test accuracy over all epochs
 BASELINE_ORDER = ("batch", "group", "layer")  # the baseline study's comparisons: BN vs GN, BN vs LN, GN vs LN
 NOT_REPLICATE_KEYS = ("seed", "device", "threads")  # trials equal in every other key are seeds of one setup
@@ -30,7 +30,7 @@ def norm_label(norm: str) -> str:
 
 
 def regularization_label(l1: float, l2: float) -> str:
-    """'' or ' + L1', ' + L2', ' + L1 + L2': the seed's way of naming its regularized runs."""
+    """'' or ' + L1', ' + L2', ' + L1 + L2': the baseline study's way of naming its regularized runs."""
     return (" + L1" if _num(l1) > 0 else "") + (" + L2" if _num(l2) > 0 else "")
 
 
@@ -41,7 +41,7 @@ def group_label(norm: str, l1: float = 0.0, l2: float = 0.0, batch_size: int | N
 
 
 def group_order(frame: pd.DataFrame) -> dict[str, int]:
-    """Group -> position: the seed's norm order, then regularization, then batch size."""
+    """Group -> position: the baseline study's norm order, then regularization, then batch size."""
     norms = {n: i for i, n in enumerate(dict.fromkeys(BASELINE_ORDER + tuple(NORMS)))}
     rows = frame.drop_duplicates("group")
     regs = {"": 0, " + L1": 1, " + L2": 2, " + L1 + L2": 3}
@@ -105,15 +105,15 @@ def _trial_metrics(e: pd.DataFrame, metric: str, mode: str, validation: bool = T
     """
     if e.empty:
         return {"epochs_run": 0, "train_acc_last": NAN, "best_test_acc": NAN, "best_test_loss": NAN,
-                "best_val_acc": NAN, HONEST: NAN, "best_val_epoch": NAN, "score": NAN, "diverged": False,
+                "best_val_acc": NAN, TEST_AT_VAL: NAN, "best_val_epoch": NAN, "score": NAN, "diverged": False,
                 "wall_s": 0.0}
     diverged_rows = e["diverged"].fillna(False).astype(bool) if "diverged" in e else pd.Series(False, index=e.index)
     val, test, epoch = _col(e, "val_acc"), _col(e, "test_acc"), _col(e, "epoch")
     if validation and val.notna().any():
         at = val.idxmax()  # the first epoch with the highest validation accuracy, as the trainer records it
-        best_val, honest, best_epoch = float(val[at]), float(test[at]), float(epoch[at])
+        best_val, at_val, best_epoch = float(val[at]), float(test[at]), float(epoch[at])
     else:
-        best_val = honest = best_epoch = NAN
+        best_val = at_val = best_epoch = NAN
     scores = _col(e, metric)
     score = scores.max() if mode == "max" else scores.min()
     wall = _col(e, "time_total_s").max()
@@ -125,7 +125,7 @@ def _trial_metrics(e: pd.DataFrame, metric: str, mode: str, validation: bool = T
         "best_test_acc": float(test.max()),
         "best_test_loss": float(_col(e, "test_loss")[~diverged_rows].min()),
         "best_val_acc": best_val,
-        HONEST: honest,
+        TEST_AT_VAL: at_val,
         "best_val_epoch": best_epoch,
         "score": float(score),
         "diverged": bool(diverged_rows.any()),
@@ -187,9 +187,10 @@ def complete(rows: pd.DataFrame) -> pd.Series:
 
 
 def compared_value(summary: pd.DataFrame) -> str:
-    """The accuracy that seeds and comparisons use: test acc at the validation-chosen epoch, or the seed's
-    best test acc where no trial has a validation split."""
-    return HONEST if HONEST in summary and summary[HONEST].notna().any() else BASELINE_SCORE  # any validation at all
+    """The column that seed statistics and comparisons use: TEST_AT_VAL, or the baseline study's best test acc
+    (BASELINE_SCORE) where no trial has a validation split."""
+    validated = TEST_AT_VAL in summary and summary[TEST_AT_VAL].notna().any()  # any validation at all
+    return TEST_AT_VAL if validated else BASELINE_SCORE
 
 
 def best_table(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
@@ -204,7 +205,8 @@ def best_table(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
             "group": group, "stratum": best["stratum"], "norm": best["norm"], "batch_size": int(best["batch_size"]),
             "train_acc_last": best["train_acc_last"], "best_test_acc": best["best_test_acc"],
             "best_test_loss": best["best_test_loss"], "l1": _num(best["l1"]), "l2": _num(best["l2"]),
-            "best_val_acc": best["best_val_acc"], HONEST: best[HONEST], "best_val_epoch": best["best_val_epoch"],
+            "best_val_acc": best["best_val_acc"], TEST_AT_VAL: best[TEST_AT_VAL],
+            "best_val_epoch": best["best_val_epoch"],
             "epochs_run": int(best["epochs_run"]), "epochs": int(best["epochs"]), "trial_id": best["trial_id"],
             "score": best["score"], "trials": len(members), "diverged": int(members["diverged"].sum()),
             "errored": int((members["status"] == "ERROR").sum()), "seeds": s.n,
@@ -219,8 +221,8 @@ def best_table(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
 
 
 TABLE_KEYS = ["group", "stratum", "norm", "batch_size", "train_acc_last", "best_test_acc", "best_test_loss", "l1",
-              "l2", "best_val_acc", HONEST, "best_val_epoch", "epochs_run", "epochs", "trial_id", "score", "trials",
-              "diverged", "errored", "seeds", "mean", "std", "ci_low", "ci_high"]
+              "l2", "best_val_acc", TEST_AT_VAL, "best_val_epoch", "epochs_run", "epochs", "trial_id", "score",
+              "trials", "diverged", "errored", "seeds", "mean", "std", "ci_low", "ci_high"]
 
 
 # -- comparisons -------------------------------------------------------------------------------------
@@ -251,8 +253,8 @@ def comparisons(summary: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_KEYS)
 
 
-LOSS = "best_test_loss"  # the loss that comparisons test: the lowest test loss over epochs (the seed's)
-COMPARED = {HONEST: "test acc @ val epoch", BASELINE_SCORE: "baseline: best test acc",
+LOSS = "best_test_loss"  # the loss that comparisons test: the lowest test loss over epochs (the baseline study's)
+COMPARED = {TEST_AT_VAL: "test acc @ val epoch", BASELINE_SCORE: "baseline: best test acc",
             LOSS: "baseline: best test loss"}
 COMPARISON_KEYS = ["stratum", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_low", "diff_high", "t", "df",
                    "p", "significant", "verdict", "metric", "p_holm", "significant_holm"]
@@ -325,6 +327,20 @@ class Report:
     metric: str = "val_acc"  # what ranked the trials (the experiment's metric when it was recorded)
 
 
+def column_notes(value: str) -> list[str]:
+    """How to read the 'baseline:' columns and the compared column ``value`` (see compared_value)."""
+    notes = ["Columns marked 'baseline:' follow the baseline study's convention: 'best train acc' is the running "
+             "training accuracy of the last epoch, 'best test acc' and 'best test loss' are the best over all epochs "
+             "on the test set. The test set picks that epoch, so these numbers flatter."]
+    if value == TEST_AT_VAL:
+        notes.append(f"'{COMPARED[TEST_AT_VAL].capitalize()}' is the test accuracy at the epoch with the best "
+                     "validation accuracy (the validation-chosen epoch); seed statistics and comparisons use it.")
+    else:
+        notes.append("There is no validation split (val_size 0), so seed statistics and comparisons use the "
+                     "baseline study's best test accuracy over epochs, which flatters.")
+    return notes
+
+
 def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experiment", metric: str = "val_acc",
           mode: str = "max", cpus: float = 1.0, gpus: float = 0.0, scheduler: str = "asha",
           spec: SearchSpec | None = None, facts: list[tuple[str, str]] | None = None,
@@ -337,16 +353,8 @@ def build(trials: pd.DataFrame, epochs: pd.DataFrame, *, title: str = "experimen
     notes = [
         f"One row per group; its trial is the group's best by {metric} ({'highest' if mode == 'max' else 'lowest'} "
         "over epochs, averaged over seeds where a setup has several); rows are sorted the same way.",
-        "Columns marked 'baseline:' follow the baseline study's convention: 'best train acc' is the running "
-        "training accuracy of the last epoch, 'best test acc' and 'best test loss' are the best over all epochs on "
-        "the test set. The test set picks that epoch, so these numbers flatter.",
+        *column_notes(value),
     ]
-    if value == HONEST:
-        notes.append("'Test acc @ val epoch' is the test accuracy at the epoch with the best validation accuracy: "
-                     "the honest estimate. Seed statistics and comparisons use it.")
-    else:
-        notes.append("There is no validation split (val_size 0), so seed statistics and comparisons use the seed's "
-                     "best test accuracy over epochs, which flatters.")
     compared = comparisons(summary, mode)
     notes.append(comparison_note(compared))
     diverged = int(summary["diverged"].sum())
@@ -399,8 +407,8 @@ def from_experiment(exp) -> Report:
                  scheduler=exp.scheduler, spec=exp.spec, facts=experiment_facts(exp), missing=exp.missing)
 
 
-TRIAL_METRICS = ("epochs_run", "epochs", "best_val_acc", HONEST, "best_val_epoch", "best_test_acc", "best_test_loss",
-                 "train_acc_last", "diverged", "stopped_early", "wall_s", "error")
+TRIAL_METRICS = ("epochs_run", "epochs", "best_val_acc", TEST_AT_VAL, "best_val_epoch", "best_test_acc",
+                 "best_test_loss", "train_acc_last", "diverged", "stopped_early", "wall_s", "error")
 
 
 def trial_table(summary: pd.DataFrame, table: pd.DataFrame, mode: str,

@@ -6,6 +6,7 @@ the per-seed values of each group, which the committed trials.csv holds, so this
 tune_norm.report.comparisons (accuracy and lowest test loss, Holm-corrected) and writes every format again
 (report.md, .json, .tex, .html and the CSVs) through tune_norm's own writers. The groups, cost and trial tables
 are read back from their CSVs unchanged; the plots, which need the epochs, are kept from the committed report.html.
+The notes that explain the columns take today's words; the other notes are kept.
 
     python docs/results/rereport.py docs/results/seed docs/results/seed_4_5 docs/results/batch_size
 """
@@ -19,6 +20,7 @@ import pandas as pd
 from tune_norm import html, render, report
 
 PLOTS, NEXT = "<h2>Plots</h2>", "\n<h2>All trials</h2>"
+COLUMN_NOTES = ("Columns marked", "'Test acc @ val epoch'", "There is no validation split")  # their words change
 
 
 def rebuild(folder: Path) -> None:
@@ -39,7 +41,12 @@ def rebuild(folder: Path) -> None:
     if report.compared_value(summary) != old["compared_value"]:
         sys.exit(f"{folder}: trials.csv does not hold the compared value {old['compared_value']}")
     compared = report.comparisons(summary, mode)
-    notes = [report.comparison_note(compared) if n.startswith("Comparisons:") else n for n in old["notes"]]
+    notes, labels = [], report.column_notes(old["compared_value"])  # today's words for the columns
+    for n in old["notes"]:
+        if n.startswith(COLUMN_NOTES):
+            notes, labels = notes + labels, []
+        else:
+            notes.append(report.comparison_note(compared) if n.startswith("Comparisons:") else n)
     scheduler = old["facts"].get("Search", "").split(", ")[-1].removesuffix(" scheduler").split(" ")[0]
     rep = report.Report(title=old["title"], facts=list(old["facts"].items()), table=table, comparisons=compared,
                         cost=costs, trials=trials, summary=summary, notes=notes, missing=old["missing"],
