@@ -1,5 +1,5 @@
-"""The batched augmentation is the seed's: image by image against torchvision's PIL path on the same parameters,
-ColorJitter's random order against torchvision's own draws, and the whole pipeline in distribution."""
+"""The batched augmentation is the baseline study's: image by image against torchvision's PIL path on the same
+parameters, ColorJitter's random order against torchvision's own draws, and the whole pipeline in distribution."""
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ def levels(im: Image.Image) -> torch.Tensor:
 
 
 def pil_reference(images: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed's transforms on 8-bit PIL images, one by one, through torchvision's functional API:
+    """The baseline study's transforms on 8-bit PIL images, one by one, through torchvision's functional API:
     (after the geometry, after the jitter), as grey levels."""
     geometry, final = [], []
     for i, im in enumerate(pil_images(images)):
@@ -111,16 +111,16 @@ def summary(batch: torch.Tensor) -> dict[str, np.ndarray]:
             "bright": (flat >= 250).float().mean(1).numpy(), "ink": (flat > 30).float().mean(1).numpy()}
 
 
-def seed_pipeline_levels(images: torch.Tensor, seed: int) -> torch.Tensor:
-    """The seed's literal transforms (bench.seed_transforms, PIL path), before ToTensor, as levels."""
-    geometry_and_jitter = transforms.Compose(bench.seed_transforms().transforms[:3])
+def baseline_pipeline_levels(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """The baseline study's literal transforms (bench.baseline_transforms, PIL path), before ToTensor, as levels."""
+    geometry_and_jitter = transforms.Compose(bench.baseline_transforms().transforms[:3])
     torch.manual_seed(seed)
     return torch.stack([levels(geometry_and_jitter(im)) for im in pil_images(images)])
 
 
 def distribution_pvalues(train_images, seed: int = 0) -> dict[str, float]:
     images = train_images[:3000]
-    theirs = summary(seed_pipeline_levels(images, seed))
+    theirs = summary(baseline_pipeline_levels(images, seed))
     ours = summary(augment.augment(images.unsqueeze(1).float(), torch.Generator().manual_seed(seed)))
     return {k: stats.ks_2samp(ours[k], theirs[k]).pvalue for k in ours}
 

@@ -25,8 +25,8 @@ def pil_images(images: torch.Tensor) -> list:
 
 
 @pytest.mark.parametrize("channels_last, tolerance", [(True, 1e-3), (False, 1e-6)])
-def test_fast_path_and_seed_path_give_the_same_loss_and_gradients(data_root, channels_last, tolerance):
-    """One Trainer step on a 32-image set vs the seed's per-image input path, from the same weights.
+def test_fast_path_and_baseline_path_give_the_same_loss_and_gradients(data_root, channels_last, tolerance):
+    """One Trainer step on a 32-image set vs the baseline study's per-image input path, from the same weights.
 
     channels_last runs other oneDNN kernels, so float32 sums round differently (about 1e-4 of a gradient's norm);
     with it off the two paths agree to the last bits.
@@ -37,26 +37,27 @@ def test_fast_path_and_seed_path_give_the_same_loss_and_gradients(data_root, cha
                       channels_last=channels_last)
     trainer = Trainer(cfg, data.MNIST(data.Split(images, labels), bench.EMPTY, bench.EMPTY))
     assert trainer.memory_format == (torch.channels_last if channels_last else torch.contiguous_format)
-    seed_model = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)  # the same weights
+    baseline_model = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)  # the same weights
     order = torch.randperm(N, generator=torch.Generator().manual_seed(cfg.seed))  # the trainer's shuffle
 
-    # the seed's path: PIL image -> ToTensor -> Normalize, one image at a time, contiguous
+    # the baseline study's path: PIL image -> ToTensor -> Normalize, one image at a time, contiguous
     to_input = transforms.Compose([transforms.ToTensor(), transforms.Normalize((data.MEAN,), (data.STD,))])
     x = torch.stack([to_input(im) for im in pil_images(images[order])])
     assert x.is_contiguous() and torch.equal(x, data.normalize(images[order]))
-    seed_model.train()
-    seed_loss = F.nll_loss(seed_model(x), labels[order]) + cfg.l1 * l1_penalty(list(seed_model.parameters()))
-    seed_loss.backward()
+    baseline_model.train()
+    baseline_loss = (F.nll_loss(baseline_model(x), labels[order])
+                     + cfg.l1 * l1_penalty(list(baseline_model.parameters())))
+    baseline_loss.backward()
 
     metrics = trainer.train_epoch()  # one step: the whole set is one batch
-    assert metrics["train_loss"] == pytest.approx(seed_loss.item(), rel=tolerance / 10)
-    for (name, ours), theirs in zip(trainer.model.named_parameters(), seed_model.parameters()):
+    assert metrics["train_loss"] == pytest.approx(baseline_loss.item(), rel=tolerance / 10)
+    for (name, ours), theirs in zip(trainer.model.named_parameters(), baseline_model.parameters()):
         assert ours.grad is not None, name
         assert (ours.grad - theirs.grad).norm() <= tolerance * theirs.grad.norm(), name
 
 
-def test_the_seed_transforms_are_the_seeds_literal_ones_and_augment_uses_the_same_numbers():
-    rot, aff, jit, _, norm = bench.seed_transforms().transforms
+def test_the_baseline_transforms_are_the_baseline_studys_literal_ones_and_augment_uses_the_same_numbers():
+    rot, aff, jit, _, norm = bench.baseline_transforms().transforms
     assert list(rot.degrees) == [-6, 6] and list(rot.fill) == [1]
     assert list(aff.degrees) == [-7, 7] and list(aff.shear) == [-10, 10] and aff.fill == 0
     assert tuple(aff.translate) == (0.1, 0.1) and tuple(aff.scale) == (0.8, 1.2)
@@ -87,13 +88,13 @@ def test_bench_cli_writes_sane_numbers(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache" / "MNIST" / "raw").iterdir()) == sorted(data.FILES)
     r = json.loads(out.read_text())
     cpu = r["cpu"]
-    assert set(cpu["pipelines"]) == {"seed", "tune_norm", "model_step", "tune_norm_contiguous",
+    assert set(cpu["pipelines"]) == {"baseline", "tune_norm", "model_step", "tune_norm_contiguous",
                                      "tune_norm_torch_dropout"}
     for p in cpu["pipelines"].values():
         assert math.isfinite(p["images_per_s"]) and p["images_per_s"] > 0
         assert p["sec_per_epoch"] == pytest.approx(60_000 / p["images_per_s"])
         assert len(p["rounds_images_per_s"]) == 3
-    assert set(cpu["ratios"]) == {"tune_norm_vs_seed", "model_fraction", "channels_last_speedup",
+    assert set(cpu["ratios"]) == {"tune_norm_vs_baseline", "model_fraction", "channels_last_speedup",
                                  "fast_dropout_speedup"}
     assert all(math.isfinite(v) and v > 0 for v in cpu["ratios"].values())
     assert "packing" not in cpu and r["settings"]["steps"] == 5
@@ -158,7 +159,7 @@ def test_bench_search_cli_prints_ray_overhead_and_share_of_peak(tmp_path):
     numbers = [search["ray_overhead"], search["ray_overhead_after_startup"], search["ray_trials_per_hour"],
                search["direct_trials_per_hour"], step["achieved_gflops"], step["peak_gflops"], step["share_of_peak"],
                step["step_flops_per_image"], r["levers"]["checkpoint"]["save_s"],
-               *r["levers"]["eval"]["speedups_vs_baseline"].values()]
+               *r["levers"]["eval"]["speedups_vs_reference"].values()]
     assert all(math.isfinite(v) and v > 0 for v in numbers)
     assert 0 < step["share_of_peak"] < 1 and search["ray_per_epoch_gap_s"] >= 0
     assert search["ray_overhead"] == pytest.approx(only["ray"]["wall_s"] / only["direct"]["wall_s"])

@@ -11,7 +11,7 @@ from tune_norm.errors import UserError
 def test_defaults_are_the_seed_recipe():
     cfg = from_mapping({})
     assert (cfg.norm, cfg.batch_size, cfg.lr, cfg.dropout, cfg.epochs) == ("batch", 64, 0.015, 0.03, 20)
-    assert (cfg.momentum, cfg.base_momentum) == (0.95, 0.85)  # what the seed's OneCycleLR really ran
+    assert (cfg.momentum, cfg.base_momentum) == (0.95, 0.85)  # what the baseline study's OneCycleLR really ran
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1  # frozen
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from typer.testing import CliRunner
 
 from conftest import run_cli, trial_results, write_space
 from tune_norm import confirm, experiment, retrain, space
+from tune_norm.cli import app
 from tune_norm.config import TrainConfig
 from tune_norm.errors import UserError
 
@@ -75,7 +77,7 @@ def test_diverged_trials_never_count_and_min_mode_ranks_lowest_first():
     assert mode == "min" and [c.trial_ids[0] for c in top] == ["g", "h"]
 
 
-def test_plan_is_a_fifo_grid_of_the_top_configs_and_the_seed_recipe_over_fresh_seeds():
+def test_plan_is_a_fifo_grid_of_the_top_configs_and_the_baseline_recipe_over_fresh_seeds():
     exp = _exp([{"trial_id": "a", "norm": "group", "groups": 2, "lr": 0.03, "seed": 1001},
                 {"trial_id": "b", "norm": "layer", "lr": 0.02, "seed": 3}],
                {"a": [90], "b": [80]})
@@ -86,10 +88,10 @@ def test_plan_is_a_fifo_grid_of_the_top_configs_and_the_seed_recipe_over_fresh_s
     assert [r.get("norm", "batch") for r in p.spec.grid] == ["group", "layer", "batch"]
     base = p.spec.grid[2]
     assert base == {"val_size": 1000, "subset": 2000, "epochs": 2, "channels_last": True, "fast_dropout": True,
-                    "amp": False}  # the seed's recipe, run like for like
+                    "amp": False}  # the baseline recipe, run like for like
     assert len(p.spec.cells()) == 9 and p.spec.max_epochs == 2
     assert confirm.plan(exp, top=1, seeds=2, baseline_kind="none").spec.grid == (p.spec.grid[0],)
-    # a candidate that is the seed's recipe runs once, and serves as both
+    # a candidate that is the baseline recipe runs once, and serves as both
     same = _exp([{"trial_id": "s"}, {"trial_id": "t", "lr": 0.02}], {"s": [90], "t": [80]})
     q = confirm.plan(same, top=2, seeds=2)
     assert len(q.spec.grid) == 2 and q.baseline.key == q.candidates[0].key
@@ -100,13 +102,21 @@ def test_plan_is_a_fifo_grid_of_the_top_configs_and_the_seed_recipe_over_fresh_s
     (dict(top=1, seeds=1), "--seeds must be at least 2"),
     (dict(top=3, seeds=5), "has 2 distinct configs with a finite val_acc .* fewer than --top 3"),
     (dict(top=1, seeds=2, first_seed=2), "--first-seed 2 gives seed 3, which the search already used"),
-    (dict(top=1, seeds=2, baseline_kind="bn"), "--baseline must be one of seed, none"),
+    (dict(top=1, seeds=2, baseline_kind="bn"), "--baseline must be one of recipe, none"),
     (dict(top=1, seeds=2, name="a/b"), "--name takes letters, digits, - and _ only, got 'a/b'"),
 ])
 def test_bad_requests_are_refused_with_one_sentence(kwargs, message):
     exp = _exp([{"trial_id": "a", "seed": 3}, {"trial_id": "b", "lr": 0.02}], {"a": [90], "b": [80]})
     with pytest.raises(UserError, match=message):
         confirm.plan(exp, **kwargs)
+
+
+def test_the_old_baseline_name_seed_still_plans_the_recipe_and_help_lists_only_the_new_names():
+    exp = _exp([{"trial_id": "a", "lr": 0.03}, {"trial_id": "b", "lr": 0.02}], {"a": [90], "b": [80]})
+    old, new = confirm.plan(exp, top=1, seeds=2, baseline_kind="seed"), confirm.plan(exp, top=1, seeds=2)
+    assert old == new and old.baseline_kind == "recipe" and old.record()["baseline"] == "recipe"
+    shown = CliRunner().invoke(app, ["confirm", "--help"], terminal_width=200).output
+    assert "[recipe|none]" in shown and "seed:" not in shown
 
 
 def test_a_source_without_a_validation_split_is_refused():
@@ -140,7 +150,7 @@ def test_results_name_a_candidate_that_beats_the_baseline_and_compare_with_the_b
     assert ps[1] == pytest.approx(raw[0]) and ps[3] == pytest.approx(raw[1])  # loss = (100 - acc) / 100 here
     ranks = sorted(ps)
     assert r.comparisons["p_holm"].min() == pytest.approx(4 * ranks[0])
-    assert r.verdicts[0].startswith("#1 beats the baseline (the seed's recipe) on test accuracy at the "
+    assert r.verdicts[0].startswith("#1 beats the baseline recipe on test accuracy at the "
                                     "validation-chosen epoch: +1.7 (p < 0.001, Holm p < 0.001)")
     assert r.verdicts[1].startswith("#1 has a lower test loss (lowest over epochs) than the baseline")
     text = confirm.render(p, r, "/tmp/src-confirm")
@@ -176,7 +186,7 @@ def confirmed(tmp_path_factory, data_root):
     space = write_space(tmp / "space.yaml", name="src", num_samples=4)  # 2 epochs, subset 2000, val 1000
     res = run_cli("search", space, "--storage", src, "--num-cpus", "2", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    res = run_cli("confirm", src, "--top", "2", "--seeds", "2", "--baseline", "seed", "--threshold", "30",
+    res = run_cli("confirm", src, "--top", "2", "--seeds", "2", "--baseline", "recipe", "--threshold", "30",
                   "--storage", out, "--num-cpus", "2", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return {"src": src, "out": out, "stdout": res.stdout, "stderr": res.stderr, "data": data_root}
@@ -189,7 +199,7 @@ def _best_val(rows: list[dict]) -> tuple[float, dict]:
 
 
 @pytest.mark.slow
-def test_the_confirmation_reruns_the_top_two_configs_and_the_seed_recipe_on_fresh_seeds(confirmed):
+def test_the_confirmation_reruns_the_top_two_configs_and_the_baseline_recipe_on_fresh_seeds(confirmed):
     src = trial_results(confirmed["src"])
     ranked = sorted(src, key=lambda name: (-_best_val(src[name])[0], name))
     top_two = [json.loads((confirmed["src"] / name / "params.json").read_text()) for name in ranked[:2]]
@@ -248,7 +258,7 @@ def test_the_printed_table_holds_the_seed_statistics_and_the_corrected_tests(con
     mean = sum(acc["#1"]) / 2
     assert f"| 2/2 | {mean:.2f} [" in next(x for x in lines if x.startswith("| #1 |"))
     winners = [t[0] for i, t in enumerate(tests) if t[1] == "test acc @ val epoch" and t[2] > 0 and holm[i] < 0.05]
-    against = "the baseline (the seed's recipe)"
+    against = "the baseline recipe"
     for label in ("#1", "#2"):
         assert (f"{label} beats {against} on test accuracy" in out) == (label in winners)
     assert (f"No candidate beats {against} on test accuracy at the validation-chosen epoch after Holm's correction"

@@ -90,7 +90,7 @@ def test_bench_fills_its_gpu_rows(tmp_path):
     res = run_cli("bench", "--device", "cuda", "--steps", "20", "--rounds", "2", "--json", out, timeout=420)
     assert res.returncode == 0, res.stderr[-3000:]
     gpu = json.loads(out.read_text())["gpu"]
-    assert gpu is not None and {"seed", "tune_norm", "model_step", "tune_norm_amp"} <= set(gpu["pipelines"])
+    assert gpu is not None and {"baseline", "tune_norm", "model_step", "tune_norm_amp"} <= set(gpu["pipelines"])
     assert all(p["images_per_s"] > 0 for p in gpu["pipelines"].values())
     assert gpu["packing"]["layouts"] and all("gpu_per_trial" in row for row in gpu["packing"]["layouts"])
     assert "| ratio" in res.stdout and "GPU" in res.stdout

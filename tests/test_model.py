@@ -1,4 +1,4 @@
-"""The seed's net: exactly 7,704 parameters, the right shapes, and group counts checked before building."""
+"""The baseline study's net: exactly 7,704 parameters, the right shapes, and group counts checked before building."""
 
 import pytest
 import torch
@@ -49,7 +49,7 @@ def test_instance_norm_is_refused_with_the_norms_that_learn():
 
 def test_why_after_global_pooling_one_value_is_a_constant_and_two_are_plus_minus_one():
     """The 1x1 block's norm sees [B, 16, 1, 1]: per-sample statistics over 1 value erase the input, over 2 keep
-    only a sign per group; over 4 (the seed's GroupNorm) the values vary continuously."""
+    only a sign per group; over 4 (the baseline study's GroupNorm) the values vary continuously."""
     torch.manual_seed(0)
     x = torch.randn(32, 16, 1, 1)
     instance = make_norm("instance", 16)

@@ -74,7 +74,7 @@ def test_batch_size_joins_the_label_only_where_the_experiment_varies_it():
 def test_the_row_takes_baseline_columns_and_the_compared_column_from_the_best_trial():
     trials, epochs = frames(
         [trial("a", l2=0.001), trial("b", l2=0.001, lr=0.05)],
-        # validation picks epoch 2 (test 93); the test set's own best is epoch 3 (96): the seed's convention
+        # validation picks epoch 2 (test 93); the test set's own best is epoch 3 (96): the baseline study's convention
         curve("a", val=[90, 95, 94], test=[91, 93, 96], train=[80, 85, 88], test_loss=[0.3, 0.2, 0.25]),
         curve("b", val=[90, 91, 92], test=[97, 97, 97]),
     )

@@ -90,7 +90,7 @@ def momenta(optimizer, scheduler, steps: int) -> list[float]:
 
 
 def test_momentum_is_the_seeds_cycle_not_its_0_7(small):
-    """The seed's literal SGD(momentum=0.7) + OneCycleLR(max_lr=0.015): torch cycles the momentum 0.95 -> 0.85
+    """The baseline study's literal SGD(momentum=0.7) + OneCycleLR(max_lr=0.015): torch cycles the momentum 0.95 -> 0.85
     -> 0.95 and 0.7 never acts. The default config runs exactly that schedule, step for step."""
     cfg = TrainConfig(epochs=2, batch_size=500, subset=4000)
     trainer = train.Trainer(cfg, small)

@@ -1,4 +1,4 @@
-"""The seed's training augmentation (rotation, random affine, colour jitter) on whole batches of tensors."""
+"""The baseline study's training augmentation (rotation, random affine, colour jitter) on whole batches of tensors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import functools
 import torch
 import torch.nn.functional as F
 
-# The seed's transforms.Compose, literally, run on 8-bit PIL images:
+# The baseline study's transforms.Compose, literally, run on 8-bit PIL images:
 #   RandomRotation((-6, 6), fill=(1,))
 #   RandomAffine(degrees=7, shear=10, translate=(0.1, 0.1), scale=(0.8, 1.2))
 #   ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 # Here the images are float tensors holding the same 0..255 grey levels, and each step rounds as PIL does, so
-# the batch sees what the seed's PIL pipeline produces (tests/test_augment.py checks both, image by image and in
-# distribution). Units: degrees, fractions of the image size, multiplicative factors, grey levels.
-LEVELS = 255.0  # the 8-bit grey scale the seed's transforms work on
+# the batch sees what the baseline study's PIL pipeline produces (tests/test_augment.py checks both, image by image
+# and in distribution). Units: degrees, fractions of the image size, multiplicative factors, grey levels.
+LEVELS = 255.0  # the 8-bit grey scale the baseline study's transforms work on
 ROTATION_DEG = 6.0  # RandomRotation((-6, 6))
 ROTATION_FILL = 1.0  # ... fill=(1,): level 1 of 255 in the corners the rotation uncovers (not 0)
 AFFINE_DEG = 7.0  # RandomAffine(degrees=7, ...), fill 0
@@ -87,7 +87,7 @@ def jitter(levels: torch.Tensor, p: dict) -> torch.Tensor:
 
 
 def sample_params(n: int, size: int = 28, generator: torch.Generator | None = None, device="cpu") -> dict:
-    """Draw the per-image random parameters of the seed's transforms on ``device``, with ``generator``
+    """Draw the per-image random parameters of the baseline study's transforms on ``device``, with ``generator``
     (which must live on that device: the Trainer's does)."""
     def u(lo: float, hi: float) -> torch.Tensor:
         return torch.empty(n, device=device).uniform_(lo, hi, generator=generator)

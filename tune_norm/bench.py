@@ -1,4 +1,4 @@
-"""Throughput benchmark: the seed's torchvision pipeline, tune-norm's tensor pipeline and the model step."""
+"""Throughput benchmark: the baseline study's torchvision pipeline, tune-norm's tensor pipeline and the model step."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ TRIAL_IMAGES = TRIAL.epochs * (EPOCH_IMAGES - TRIAL.val_size)
 EMPTY = Split(torch.zeros(0, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
 
 PIPELINES = {  # name -> description, in table order
-    "seed": "seed-style: torchvision MNIST + per-image PIL transforms + DataLoader, contiguous",
+    "baseline": "baseline-style: torchvision MNIST + per-image PIL transforms + DataLoader, contiguous",
     "tune_norm": "tune-norm: Trainer.train_epoch on uint8 tensors, batched augmentation",
     "tune_norm_contiguous": "tune-norm with channels_last off",
     "tune_norm_torch_dropout": "tune-norm with torch's nn.Dropout (bernoulli_ masks)",
@@ -41,7 +41,7 @@ PIPELINES = {  # name -> description, in table order
 }
 
 
-# -- the seed's data path --------------------------------------------------------------------------
+# -- the baseline study's data path ----------------------------------------------------------------
 def cache_dir() -> Path:
     """Writable cache for the uncompressed IDX files: $TUNE_NORM_CACHE, else ~/.cache/tune_norm/mnist."""
     env = os.environ.get("TUNE_NORM_CACHE")
@@ -81,8 +81,8 @@ def torchvision_root(root: Path, cache: Path | None = None) -> Path:
     return cache
 
 
-def seed_transforms():
-    """The seed's training transforms, per PIL image: its notebook's literal arguments, not our constants."""
+def baseline_transforms():
+    """The baseline study's training transforms, per PIL image: its notebook's literal arguments, not our constants."""
     from torchvision import transforms
 
     return transforms.Compose([
@@ -107,21 +107,23 @@ def _train_split(root: Path, n: int) -> Split:
     return Split(full.images[idx], full.labels[idx])
 
 
-class SeedPipeline:
-    """The seed's loop: torchvision MNIST, PIL transforms, DataLoader, contiguous Net, .item() every batch."""
+class BaselinePipeline:
+    """The baseline study's loop: torchvision MNIST, PIL transforms, DataLoader, contiguous Net, .item() every batch."""
 
     def __init__(self, root: Path, cfg: TrainConfig, steps: int, rounds: int):
         from torch.utils.data import DataLoader
         from torchvision.datasets import MNIST as TorchvisionMNIST
 
         self.device, self.steps = pick_device(cfg.device), steps
-        dataset = TorchvisionMNIST(str(torchvision_root(root)), train=True, download=False, transform=seed_transforms())
-        # the seed's loader arguments: plain on CPU; 4 workers and pinned memory on CUDA
+        dataset = TorchvisionMNIST(str(torchvision_root(root)), train=True, download=False,
+                                   transform=baseline_transforms())
+        # the baseline study's loader arguments: plain on CPU; 4 workers and pinned memory on CUDA
         extra = dict(num_workers=min(4, os.cpu_count() or 1), pin_memory=True) if self.device.type == "cuda" else {}
         self.loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, **extra)
         torch.manual_seed(cfg.seed)
         self.model = Net(cfg.norm, cfg.groups, cfg.dropout, cfg.width, fast_dropout=False).to(self.device)  # nn.Dropout
-        # the seed's literal SGD(momentum=0.7); its OneCycleLR below cycles the momentum 0.95 -> 0.85 -> 0.95 anyway
+        # the baseline study's literal SGD(momentum=0.7); its OneCycleLR below cycles the momentum
+        # 0.95 -> 0.85 -> 0.95 anyway
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=0.7)
         total = WARMUP_STEPS + steps * rounds
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -150,7 +152,7 @@ class SeedPipeline:
             self.optimizer.step()
             self.scheduler.step()
             correct += out.argmax(dim=1, keepdim=True).eq(y.view(-1, 1)).sum().item()
-            loss.item()  # the seed's progress bar reads the loss every batch
+            loss.item()  # the baseline study's progress bar reads the loss every batch
             images += len(y)
         return time.perf_counter() - start, images
 
@@ -203,8 +205,8 @@ class StepPipeline:
 
 
 def _build(name: str, root: Path, cfg: TrainConfig, steps: int, rounds: int):
-    if name == "seed":
-        return SeedPipeline(root, cfg, steps, rounds)
+    if name == "baseline":
+        return BaselinePipeline(root, cfg, steps, rounds)
     if name == "model_step":
         return StepPipeline(root, cfg, steps, rounds)
     changes = {"tune_norm_contiguous": {"channels_last": False}, "tune_norm_torch_dropout": {"fast_dropout": False},
@@ -230,11 +232,11 @@ def compare(root: Path, cfg: TrainConfig, names: list[str], steps: int, rounds: 
         ips = statistics.median(rates[name])
         out["pipelines"][name] = {"images_per_s": ips, "sec_per_epoch": EPOCH_IMAGES / ips,
                                   "rounds_images_per_s": rates[name], "description": PIPELINES[name]}
-        if "seed" in rates:
-            out["pipelines"][name]["vs_seed"] = per_round(name, "seed")
+        if "baseline" in rates:
+            out["pipelines"][name]["vs_baseline"] = per_round(name, "baseline")
     ratios = out["ratios"]
-    if "seed" in rates and "tune_norm" in rates:
-        ratios["tune_norm_vs_seed"] = per_round("tune_norm", "seed")
+    if "baseline" in rates and "tune_norm" in rates:
+        ratios["tune_norm_vs_baseline"] = per_round("tune_norm", "baseline")
     if "model_step" in rates and "tune_norm" in rates:
         ratios["model_fraction"] = per_round("tune_norm", "model_step")  # = model-step time / epoch time
     if "tune_norm_contiguous" in rates:
@@ -384,7 +386,7 @@ def run(root: Path, *, device: str = "auto", threads: int = 0, batch_size: int =
         if device in ("auto", "cpu"):
             log(f"CPU: {threads} thread(s), batch {batch_size}, {steps} steps x {rounds} rounds")
             cfg = base.replace(device="cpu")
-            results["cpu"] = compare(root, cfg, ["seed", "tune_norm", "model_step", "tune_norm_contiguous",
+            results["cpu"] = compare(root, cfg, ["baseline", "tune_norm", "model_step", "tune_norm_contiguous",
                                                       "tune_norm_torch_dropout"], steps, rounds, log)
             if with_packing and threads > 1:
                 rows = packing(root, cfg, [(1, threads), (threads, 1)], steps, rounds, log)
@@ -394,7 +396,7 @@ def run(root: Path, *, device: str = "auto", threads: int = 0, batch_size: int =
         if device in ("auto", "cuda") and torch.cuda.is_available():
             log(f"GPU: {torch.cuda.get_device_name(0)}, batch {batch_size}, {steps} steps x {rounds} rounds")
             cfg = base.replace(device="cuda")
-            gpu = compare(root, cfg, ["seed", "tune_norm", "model_step", "tune_norm_amp"], steps, rounds, log)
+            gpu = compare(root, cfg, ["baseline", "tune_norm", "model_step", "tune_norm_amp"], steps, rounds, log)
             if with_packing:
                 cpus = cpu_budget()
                 layouts = [(round(1 / s), max(1, cpus // round(1 / s))) for s in GPU_SHARES]
@@ -416,14 +418,14 @@ def run(root: Path, *, device: str = "auto", threads: int = 0, batch_size: int =
 # -- the markdown table ----------------------------------------------------------------------------
 def _section(title: str, part: dict, device: str) -> list[str]:
     lines = [f"### {title}", "",
-             "| pipeline | images/s (median) | s/epoch (60k, extrapolated) | vs seed | best round |",
+             "| pipeline | images/s (median) | s/epoch (60k, extrapolated) | vs baseline | best round |",
              "|---|---:|---:|---:|---:|"]
     for p in part["pipelines"].values():
-        vs = f"{p['vs_seed']:.2f}x" if "vs_seed" in p else ""
+        vs = f"{p['vs_baseline']:.2f}x" if "vs_baseline" in p else ""
         lines.append(f"| {p['description']} | {p['images_per_s']:,.0f} | {p['sec_per_epoch']:.1f} | {vs} | "
                      f"{max(p['rounds_images_per_s']):,.0f} |")
     labels = {
-        "tune_norm_vs_seed": ("tune-norm epoch speed-up over the seed-style pipeline", "x"),
+        "tune_norm_vs_baseline": ("tune-norm epoch speed-up over the baseline-style pipeline", "x"),
         "model_fraction": ("model-step time / tune-norm epoch time (share of the epoch in the model)", ""),
         "channels_last_speedup": ("channels_last on vs off (tune-norm)", "x"),
         "fast_dropout_speedup": ("PCG64 dropout masks vs torch's nn.Dropout (tune-norm)", "x"),

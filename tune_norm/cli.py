@@ -82,17 +82,17 @@ def friendly(fn: Callable) -> Callable:
 @friendly
 def train(
     norm: Optional[NormKind] = typer.Option(None, help="Normalization layer (default batch)."),
-    groups: Optional[int] = typer.Option(None, help="GroupNorm groups on the 16-channel layers (seed: 4)."),
+    groups: Optional[int] = typer.Option(None, help="GroupNorm groups on the 16-channel layers (baseline 4)."),
     l1: Optional[float] = typer.Option(None, help="L1 factor: loss += l1 * sum|p|."),
     l2: Optional[float] = typer.Option(None, help="L2 factor: SGD weight_decay."),
-    lr: Optional[float] = typer.Option(None, help="OneCycle max learning rate (seed 0.015)."),
-    momentum: Optional[float] = typer.Option(None, help="Momentum at the start and end of the OneCycle (seed's real "
-                                                        "0.95)."),
+    lr: Optional[float] = typer.Option(None, help="OneCycle max learning rate (baseline 0.015)."),
+    momentum: Optional[float] = typer.Option(None, help="Momentum at the start and end of the OneCycle (the "
+                                                        "baseline's real 0.95)."),
     base_momentum: Optional[float] = typer.Option(None, help="Momentum at the lr peak (0.85); equal to --momentum: "
                                                              "constant."),
-    dropout: Optional[float] = typer.Option(None, help="Dropout after every norm (seed 0.03)."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per step (seed 64)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs (seed 20)."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout after every norm (baseline 0.03)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step (baseline 64)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (baseline 20)."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     val_size: Optional[int] = typer.Option(None, help="Validation images held out of training (default 5000; 0 = the "
                                                       "baseline study's convention)."),
@@ -227,17 +227,14 @@ def search(
         raise typer.Exit(1)
 
 
-Baseline = enum.Enum("Baseline", {k: k for k in ("seed", "none")}, type=str)
-
-
-@app.command(epilog="Example: tune-norm confirm tune_results/full --top 3 --seeds 5 --baseline seed")
+@app.command(epilog="Example: tune-norm confirm tune_results/full --top 3 --seeds 5 --baseline recipe")
 @friendly
 def confirm(
     experiment: str = typer.Argument(..., help="The search to confirm: its folder or URI."),
     top: int = typer.Option(3, help="Rerun this many best distinct configs (by the search's metric and mode)."),
     seeds: int = typer.Option(5, help="Fresh seeds per config (at least 2)."),
-    baseline: Baseline = typer.Option("seed",
-        help="seed: the seed's BatchNorm recipe, like for like; none: no baseline."),
+    baseline: str = typer.Option("recipe", metavar="[recipe|none]",  # checked by confirm, which also takes 'seed'
+        help="recipe: the baseline study's BatchNorm recipe, like for like; none: no baseline."),
     first_seed: Optional[int] = typer.Option(None,
         help="First fresh seed (default 1001, or 2001, ... where the search used one)."),
     threshold: float = typer.Option(99.4, help="Report the first epoch whose val acc reaches this (percent)."),
@@ -254,7 +251,7 @@ def confirm(
 
     root = (data or data_mod.default_root()).resolve()
     plan, result, path = confirm_mod.run(
-        experiment, top=top, seeds=seeds, baseline_kind=_value(baseline), first_seed=first_seed, threshold=threshold,
+        experiment, top=top, seeds=seeds, baseline_kind=baseline, first_seed=first_seed, threshold=threshold,
         name=name, storage_path=storage, resume=resume, data_root=str(root), num_cpus=num_cpus, verbose=int(verbose))
     typer.echo(confirm_mod.render(plan, result, path), nl=False)
     typer.echo(f"tables: {shlex.quote(path)}/{confirm_mod.RESULT_FILE}; next: tune-norm report {shlex.quote(path)}",
@@ -265,7 +262,7 @@ ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "jso
 
 
 @app.command(epilog="Example: tune-norm report tune_results/smoke --format csv --out reports/smoke\n\n"
-                     "Pooled: tune-norm report tune_results/seed tune_results/seed_4_5 --out reports/seed")
+                     "Pooled: tune-norm report tune_results/baseline tune_results/baseline_4_5 --out reports/baseline")
 @friendly
 def report(
     experiments: Optional[list[str]] = typer.Argument(None, help="Experiment folder or URI, e.g. s3://bucket/key "
@@ -296,7 +293,7 @@ def bench(
     device: Device = typer.Option("auto", help="auto: CPU, plus CUDA when a GPU is present."),
     threads: int = typer.Option(
         0, help="torch CPU threads; also the process count of the packing test (0 = all available)."),
-    batch_size: int = typer.Option(64, help="Images per step (seed 64)."),
+    batch_size: int = typer.Option(64, help="Images per step (baseline 64)."),
     steps: int = typer.Option(200, help="Timed steps per pipeline per round; sec/epoch is extrapolated to 60k images."),
     rounds: int = typer.Option(3, help="Interleaved rounds; the table shows medians."),
     packing: bool = typer.Option(
@@ -312,7 +309,7 @@ def bench(
     levers: str = typer.Option("eval,checkpoint,compile", help="--search: levers to time (comma list, or none)."),
     lever_rounds: int = typer.Option(5, help="--search: interleaved rounds per lever."),
 ) -> None:
-    """Images/s of the seed-style pipeline, tune-norm's pipeline and the bare model step, with their ratios.
+    """Images/s of the baseline study's pipeline, tune-norm's pipeline and the bare model step, with their ratios.
 
     With --search: trials/hour of a mini-search through Ray vs without, the step's share of peak, and levers."""
     import json

@@ -19,18 +19,19 @@ TRAIN_IMAGES = 60_000
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The seed recipe by default: BatchNorm, batch 64, SGD + OneCycleLR (max lr 0.015), 20 epochs.
+    """The baseline recipe by default: BatchNorm, batch 64, SGD + OneCycleLR (max lr 0.015), 20 epochs.
 
-    Momentum: the seed passes momentum=0.7 to SGD, but OneCycleLR's default cycle_momentum replaces it from the
-    first step with a cycle 0.95 -> 0.85 -> 0.95 (opposite to the lr). That cycle is what the seed ran, so it is
-    the default here, named as what it is: ``momentum`` at the start and end, ``base_momentum`` at the lr peak.
+    Momentum: the baseline study passes momentum=0.7 to SGD, but OneCycleLR's default cycle_momentum replaces it
+    from the first step with a cycle 0.95 -> 0.85 -> 0.95 (opposite to the lr). That cycle is what the baseline study
+    ran, so it is the default here, named as what it is: ``momentum`` at the start and end, ``base_momentum`` at the
+    lr peak.
     """
 
     norm: str = "batch"
-    groups: int = 4  # group count on the 16-channel layers (8-channel layers get half): the seed's GN
+    groups: int = 4  # group count on the 16-channel layers (8-channel layers get half): the baseline study's GN
     l1: float = 0.0  # loss += l1 * sum |p| over all parameters
     l2: float = 0.0  # SGD weight_decay
-    lr: float = 0.015  # OneCycleLR max_lr (the seed's lr and max_lr)
+    lr: float = 0.015  # OneCycleLR max_lr (the baseline study's lr and max_lr)
     momentum: float = 0.95  # SGD momentum at the start and end of the cycle (OneCycleLR's max_momentum)
     base_momentum: float = 0.85  # momentum at the peak lr; set it equal to momentum for a constant momentum
     pct_start: float = 0.3  # fraction of the steps spent warming up (OneCycleLR default)
@@ -38,8 +39,8 @@ class TrainConfig:
     batch_size: int = 64  # images per step
     epochs: int = 20
     seed: int = 1
-    width: int = 1  # channel multiplier; 1 is the seed's 7,704-parameter net
-    val_size: int = 5000  # images held out of the 60k training set; 0 = the seed's convention
+    width: int = 1  # channel multiplier; 1 is the baseline study's 7,704-parameter net
+    val_size: int = 5000  # images held out of the 60k training set; 0 = the baseline study's convention
     subset: int = 0  # train on only this many images (0 = all); val/test shrink to max(subset // 6, 1000): smoke runs
     augment: bool = True
     channels_last: bool = True  # CPU memory format; ignored on CUDA

@@ -27,7 +27,8 @@ from .report import (
 from .retrain import as_pick, ranking
 from .space import Scheduler, Searcher, SearchSpec, check_spec
 
-BASELINES = ("seed", "none")  # seed: the seed's BatchNorm recipe (TrainConfig defaults); none: no baseline
+BASELINES = ("recipe", "none")  # recipe: the baseline study's BatchNorm recipe (TrainConfig defaults); none: none
+OLD_BASELINES = {"seed": "recipe"}  # earlier names, still accepted (not listed in --help)
 LIKE_FOR_LIKE = ("val_size", "subset", "epochs", "channels_last", "fast_dropout", "amp")  # baseline takes these
 FIRST_SEED = 1001  # fresh seeds start here (then 2001, 3001, ... where the search used one of them)
 PLAN_FILE = "confirm.json"  # in the confirmation's experiment folder: source, trials, configs, seeds
@@ -110,10 +111,9 @@ def top_configs(exp: Experiment, top: int) -> tuple[str, str, list[Candidate]]:
 
 
 def baseline(kind: str, reference: dict[str, Any]) -> Candidate | None:
-    """The baseline row: ``seed`` is the seed's BatchNorm recipe (TrainConfig defaults) with the reference
-    config's validation split, subset, epochs and implementation switches, so that it runs like for like."""
-    if kind not in BASELINES:
-        raise UserError(f"--baseline must be one of {', '.join(BASELINES)}, got {kind!r}")
+    """The baseline row: ``recipe`` is the baseline study's BatchNorm recipe (TrainConfig defaults) with the
+    reference config's validation split, subset, epochs and implementation switches, so that it runs like for like."""
+    kind = check_baseline(kind)
     if kind == "none":
         return None
     return Candidate(label="baseline", config={k: reference[k] for k in LIKE_FOR_LIKE if k in reference})
@@ -136,22 +136,29 @@ def fresh_seeds(count: int, used: set[int], first: int | None = None) -> tuple[i
     return tuple(range(start, start + count))
 
 
-def plan(exp: Experiment, *, top: int, seeds: int, baseline_kind: str = "seed", first_seed: int | None = None,
+def check_baseline(kind: str) -> str:
+    """``kind`` checked, under its current name (``seed`` was ``recipe``'s name)."""
+    kind = OLD_BASELINES.get(kind, kind)
+    if kind not in BASELINES:
+        raise UserError(f"--baseline must be one of {', '.join(BASELINES)}, got {kind!r}")
+    return kind
+
+
+def plan(exp: Experiment, *, top: int, seeds: int, baseline_kind: str = "recipe", first_seed: int | None = None,
          name: str | None = None) -> Plan:
     """Everything a confirmation will run, checked before any work: the top configs, the baseline, fresh seeds
     and the grid SearchSpec (FIFO, every config to its own epochs) that runs them."""
     if seeds < 2:
         raise UserError(f"--seeds must be at least 2 (a spread needs two seeds), got {seeds}")
-    if baseline_kind not in BASELINES:
-        raise UserError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline_kind!r}")
+    baseline_kind = check_baseline(baseline_kind)
     if name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise UserError(f"--name takes letters, digits, - and _ only, got {name!r}")
     metric, mode, candidates = top_configs(exp, top)
     no_val = [c for c in candidates if int(c.config.get("val_size", DEFAULTS["val_size"])) == 0]
     if no_val:
         raise UserError(f"{exp.path}'s config {no_val[0].label} (trial {no_val[0].trial_ids[0]}) has val_size 0 "
-                        "(the seed's convention), so no validation split can choose its epoch; confirm a search "
-                        "that held out a validation split")
+                        "(the baseline study's convention), so no validation split can choose its epoch; confirm a "
+                        "search that held out a validation split")
     base = baseline(baseline_kind, {**DEFAULTS, **candidates[0].config})
     used = {int(s) for s in pd.to_numeric(exp.trials.get("seed", pd.Series(dtype=float)), errors="coerce").dropna()}
     chosen = fresh_seeds(seeds, used, first_seed)
@@ -178,7 +185,7 @@ def plan(exp: Experiment, *, top: int, seeds: int, baseline_kind: str = "seed", 
         epoch_timeout_s=source.epoch_timeout_s,
         description=(f"confirmation of {exp.path}: configs of trials "
                      f"{', '.join(c.trial_ids[0] for c in candidates)}"
-                     f"{' and the seed recipe' if base else ''} over seeds {chosen[0]}-{chosen[-1]}"),
+                     f"{' and the baseline recipe' if base else ''} over seeds {chosen[0]}-{chosen[-1]}"),
         source=f"confirmation of {exp.path}",
     )
     return Plan(source=str(exp.path), metric=metric, mode=mode, candidates=tuple(candidates), baseline=base,
@@ -294,7 +301,7 @@ def _better(c: stats.Comparison) -> bool:
 
 
 def _verdicts(p: Plan, comparisons: pd.DataFrame) -> list[str]:
-    against = "the baseline (the seed's recipe)" if p.baseline else f"{p.candidates[0].label} (the search's best)"
+    against = "the baseline recipe" if p.baseline else f"{p.candidates[0].label} (the search's best)"
     if comparisons.empty:
         return ["Nothing to compare: one config and no baseline."]
     lines = []
@@ -314,8 +321,8 @@ def _verdicts(p: Plan, comparisons: pd.DataFrame) -> list[str]:
 
 
 def describe(config: dict[str, Any]) -> str:
-    """The config by what differs from the seed's recipe ('norm group, groups 2, lr 0.0213'), like-for-like keys
-    left out; 'the seed's recipe' when nothing differs."""
+    """The config by what differs from the baseline study's recipe ('norm group, groups 2, lr 0.0213'),
+    like-for-like keys left out; 'the baseline recipe' when nothing differs."""
     full = {**DEFAULTS, **config}
     parts = []
     for k, v in full.items():
@@ -324,7 +331,7 @@ def describe(config: dict[str, Any]) -> str:
         if k == "groups" and full["norm"] != "group":
             continue
         parts.append(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}")
-    return ", ".join(parts) or "the seed's recipe (BatchNorm, lr 0.015, batch 64)"
+    return ", ".join(parts) or "the baseline recipe (BatchNorm, lr 0.015, batch 64)"
 
 
 # -- text -------------------------------------------------------------------------------------------
@@ -384,7 +391,7 @@ def render(p: Plan, r: Result, folder: str, *, all_source_trials: bool = False) 
                                            for v in shown["first_epoch_at_threshold"]],
     })
     reached = src["first_epoch_at_threshold"].dropna()
-    base = ("the seed's BatchNorm recipe as the baseline" if p.baseline else "no baseline (compared with #1)")
+    base = ("the baseline study's BatchNorm recipe as the baseline" if p.baseline else "no baseline (compared with #1)")
     lines = [
         f"# Confirmation of {p.source}",
         "",
@@ -420,7 +427,7 @@ def write_result(p: Plan, r: Result, folder: str) -> Path | storage.UriPath:
 
 
 # -- the whole command ------------------------------------------------------------------------------
-def run(source_path: str, *, top: int = 3, seeds: int = 5, baseline_kind: str = "seed", first_seed: int | None = None,
+def run(source_path: str, *, top: int = 3, seeds: int = 5, baseline_kind: str = "recipe", first_seed: int | None = None,
         threshold: float = 99.4, name: str | None = None, storage_path: str | None = None, resume: bool = False,
         data_root: str, num_cpus: int | None = None, verbose: int = 0) -> tuple[Plan, Result, str]:
     """Plan (every check before any work), record the plan, run the confirmation through the normal search path
@@ -429,6 +436,7 @@ def run(source_path: str, *, top: int = 3, seeds: int = 5, baseline_kind: str = 
 
     if not 0 < threshold <= 100:
         raise UserError(f"--threshold is a validation accuracy in percent, in (0, 100]; got {threshold:g}")
+    check_baseline(baseline_kind)
     source = experiment.load(source_path)
     p = plan(source, top=top, seeds=seeds, baseline_kind=baseline_kind, first_seed=first_seed, name=name)
     folder = search.experiment_path(p.spec, storage_path)

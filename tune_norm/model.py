@@ -1,4 +1,4 @@
-"""The seed's 7,704-parameter MNIST CNN, with the norm chosen from the registry."""
+"""The baseline study's 7,704-parameter MNIST CNN, with the norm chosen from the registry."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .dropout import Dropout, MaskRNG
 from .errors import UserError
 from .norms import GROUPED, NORMS, check_groups, check_kind, make_norm
 
-BASE_CHANNELS = (8, 16)  # the seed's two widths; times `width` in wider variants
+BASE_CHANNELS = (8, 16)  # the baseline study's two widths; times `width` in wider variants
 # After global pooling the 1x1 block's norm sees one number per channel. A per-sample statistic over 1 value
 # normalises every image to the same output (instance norm: chance accuracy), over 2 values to +-1 (GroupNorm
 # with 8 groups: far below 4 groups); README "Norms after global pooling" has the measurements.
@@ -20,7 +20,7 @@ MIN_VALUES_AFTER_POOLING = 3
 def layer_groups(groups: int, channels: int, widest: int) -> int:
     """Group count for a layer: ``groups`` on the widest layers, the same channels per group elsewhere.
 
-    The seed uses 4 groups on 16 channels and 2 on 8, i.e. 4 channels per group everywhere.
+    The baseline study uses 4 groups on 16 channels and 2 on 8, i.e. 4 channels per group everywhere.
     """
     if groups < 1 or widest % groups or (groups * channels) % widest:
         return 0
@@ -69,7 +69,7 @@ def check_model_args(norm: str, groups: int, width: int = 1) -> None:
 
 
 class Block(nn.Sequential):
-    """Conv(no bias) -> ReLU -> Norm -> Dropout, the seed's building block."""
+    """Conv(no bias) -> ReLU -> Norm -> Dropout, the baseline study's building block."""
 
     def __init__(self, cin: int, cout: int, k: int, norm: str, groups: int, dropout: nn.Module):
         super().__init__(

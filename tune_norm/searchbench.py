@@ -230,7 +230,7 @@ def eval_levers(root: Path, threads: int, rounds: int = 5, train_steps: int = 40
     contiguous = copy.deepcopy(tr.model).to(memory_format=torch.contiguous_format)
     xc = x.contiguous()
     variants = {
-        "baseline": lambda: tr.evaluate("val")["val_acc"],
+        "reference": lambda: tr.evaluate("val")["val_acc"],
         "batch_1000": lambda: _evaluate(tr.model, x, y, 1000, torch.no_grad),
         "batch_5000": lambda: _evaluate(tr.model, x, y, 5000, torch.no_grad),
         "batch_100": lambda: _evaluate(tr.model, x, y, 100, torch.no_grad),
@@ -251,13 +251,13 @@ def eval_levers(root: Path, threads: int, rounds: int = 5, train_steps: int = 40
         train_rates.append(len(tr.train_set) / _timed(tr.train_epoch))
         contiguous.load_state_dict(tr.model.state_dict())  # the same weights, still contiguous
     accs = {name: fn() for name, fn in variants.items()}  # after training: every variant, the same accuracy
-    ratios = {k: statistics.median(b / v for b, v in zip(times["baseline"], times[k]))
-              for k in names if k != "baseline"}
-    val_s = statistics.median(times["baseline"])
+    ratios = {k: statistics.median(b / v for b, v in zip(times["reference"], times[k]))
+              for k in names if k != "reference"}
+    val_s = statistics.median(times["reference"])
     test_s = val_s * len(mnist.test) / len(y)
     train_s = 55_000 / statistics.median(train_rates)
-    return {"baseline": f"Trainer.evaluate: batch {EVAL_BATCH}, no_grad, channels_last",
-            "val_eval_s": val_s, "speedups_vs_baseline": ratios, "accuracies": accs,
+    return {"reference": f"Trainer.evaluate: batch {EVAL_BATCH}, no_grad, channels_last",
+            "val_eval_s": val_s, "speedups_vs_reference": ratios, "accuracies": accs,
             "train_epoch_s_55k": train_s, "test_eval_s_10k": test_s,
             "test_share_of_epoch": test_s / (train_s + val_s + test_s),
             "eval_share_of_epoch": (val_s + test_s) / (train_s + val_s + test_s)}
@@ -389,8 +389,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["| lever | value (speed-ups: median of per-round ratios, > 1 = faster) |", "|---|---:|"]
     if "eval" in lv:
         e = lv["eval"]
-        for k, v in e["speedups_vs_baseline"].items():
-            lines.append(f"| eval {k} vs {e['baseline']} | {v:.2f}x |")
+        for k, v in e["speedups_vs_reference"].items():
+            lines.append(f"| eval {k} vs {e['reference']} | {v:.2f}x |")
         lines.append(f"| share of a 55k-image epoch spent evaluating val + test | {e['eval_share_of_epoch']:.3f} |")
         lines.append(f"| share spent evaluating test alone | {e['test_share_of_epoch']:.3f} |")
     if "checkpoint" in lv:

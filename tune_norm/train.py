@@ -48,7 +48,7 @@ def cpu_budget() -> int:
 
 
 def l1_penalty(params: list[torch.Tensor]) -> torch.Tensor:
-    """sum |p| over all parameters, as the seed adds it to the loss."""
+    """sum |p| over all parameters, as the baseline study adds it to the loss."""
     return torch.stack([p.abs().sum() for p in params]).sum()
 
 
@@ -82,7 +82,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.l2)
         # OneCycleLR cycles the momentum opposite to the lr: momentum at the start and end, base_momentum at the
-        # peak (the seed's 0.95 -> 0.85 -> 0.95); base_momentum == momentum keeps it constant
+        # peak (the baseline study's 0.95 -> 0.85 -> 0.95); base_momentum == momentum keeps it constant
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch,
             pct_start=cfg.pct_start, base_momentum=cfg.base_momentum, max_momentum=cfg.momentum,
@@ -105,7 +105,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            x = images[idx].unsqueeze(1).float()  # grey levels 0..255, as the seed's 8-bit PIL transforms see them
+            x = images[idx].unsqueeze(1).float()  # grey levels 0..255, as the baseline's 8-bit PIL transforms see them
             if cfg.augment:
                 x = augment.augment(x, self.generator)
             x = normalize(x.div_(augment.LEVELS)).contiguous(memory_format=self.memory_format)
@@ -161,7 +161,8 @@ class Trainer:
         return metrics
 
     def _best(self, m: dict[str, Any]) -> dict[str, Any]:
-        """Best-over-epochs summaries: the seed's (best test acc, lowest test loss) and the honest one."""
+        """Best-over-epochs summaries: the baseline study's (best test acc, lowest test loss) and the test acc at the
+        validation-chosen epoch."""
         prev = self.history[-1] if self.history else None
         best = {
             "best_test_acc": max(m["test_acc"], prev["best_test_acc"]) if prev else m["test_acc"],
@@ -259,8 +260,8 @@ def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[
     torch.save(trainer.model.state_dict(), out / "model.pt")
     last = rows[-1]
     status = "diverged" if trainer.diverged else "finished"
-    honest = last["test_acc_at_best_val"]
-    at_val = "" if math.isnan(honest) else f"test acc at best val epoch {honest:.2f}%, "
+    at_val = last["test_acc_at_best_val"]
+    at_val_text = "" if math.isnan(at_val) else f"test acc at best val epoch {at_val:.2f}%, "
     echo(f"{status}: best test acc {last['best_test_acc']:.2f}% (baseline convention: best over epochs), "
-         f"{at_val}results in {out}")
+         f"{at_val_text}results in {out}")
     return rows
