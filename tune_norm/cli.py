@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from . import outcome
 from .errors import UserError
 from .norms import NORMS
 from .space import METRICS, SCHEDULERS, SEARCHERS
@@ -35,6 +35,15 @@ Device = enum.Enum("Device", {k: k for k in ("auto", "cpu", "cuda")}, type=str)
 
 def _value(choice: enum.Enum | None) -> str | None:
     return choice.value if choice is not None else None
+
+
+def _tell(done: outcome.Outcome) -> None:
+    """Print a command's outcome (stdout text, stderr lines) and exit with its code."""
+    typer.echo(done.out, nl=False)
+    for line in done.err:
+        typer.echo(line, err=True)
+    if done.exit_code:
+        raise typer.Exit(done.exit_code)
 
 
 def _version(show: bool) -> None:
@@ -216,15 +225,7 @@ def search(
     results = search_mod.run(spec, data_root=str(root), storage=storage, address=address, resume=resume,
                              restart_errored=restart_errored, num_cpus=num_cpus, num_gpus=num_gpus,
                              verbose=int(verbose), mlflow=mlflow, wandb=wandb)
-    path = search_mod.experiment_path(spec, storage)
-    errors = sum(1 for r in results if r.error)
-    typer.echo(f"{len(results)} trials, {errors} errored; results in {path}")
-    typer.echo(f"next: tune-norm report {shlex.quote(path)}")  # a URI's query holds '&'
-    if results and errors == len(results):
-        first = next(r.path for r in results if r.error)
-        typer.echo(f"error: all {len(results)} trials errored; the first one's error is in {first}/error.txt",
-                   err=True)
-        raise typer.Exit(1)
+    _tell(outcome.of_search(results, search_mod.experiment_path(spec, storage)))
 
 
 @app.command(epilog="Example: tune-norm confirm tune_results/full --top 3 --seeds 5 --baseline recipe")
@@ -253,9 +254,7 @@ def confirm(
     plan, result, path = confirm_mod.run(
         experiment, top=top, seeds=seeds, baseline_kind=baseline, first_seed=first_seed, threshold=threshold,
         name=name, storage_path=storage, resume=resume, data_root=str(root), num_cpus=num_cpus, verbose=int(verbose))
-    typer.echo(confirm_mod.render(plan, result, path), nl=False)
-    typer.echo(f"tables: {shlex.quote(path)}/{confirm_mod.RESULT_FILE}; next: tune-norm report {shlex.quote(path)}",
-               err=True)
+    _tell(outcome.of_confirm(plan, result, path))
 
 
 ReportFormat = enum.Enum("ReportFormat", {k: k for k in ("markdown", "csv", "json", "latex")}, type=str)
