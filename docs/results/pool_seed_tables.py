@@ -2,8 +2,8 @@
 
 `tune-norm report A B --out ...` pools experiment folders; this does the same arithmetic, with tune_norm.stats and
 tune_norm.report.comparisons (accuracy and lowest test loss, Holm-corrected over the table's tests), for reports
-whose experiment folders are gone (seeds 1-3 of seed.yaml ran on another machine; only their report was
-committed). Printed as Markdown.
+whose experiment folders are gone (seeds 1-3 of baseline.yaml, then named seed.yaml, ran on another machine; only
+their report was committed). Printed as Markdown.
 
     python docs/results/pool_seed_tables.py docs/results/seed/trials.csv docs/results/seed_4_5/trials.csv
 """
@@ -14,7 +14,7 @@ import pandas as pd
 
 from tune_norm import render, report, stats
 
-SEED = {  # the seed's single runs: train, test, loss
+BASELINE = {  # the baseline study's single runs: train, test, loss
     "LayerNorm": (98.80, 99.48, 0.0174), "GroupNorm": (98.84, 99.51, 0.0156), "BatchNorm": (98.59, 99.58, 0.0151),
     "BatchNorm + L1": (98.02, 99.26, 0.0217), "GroupNorm + L1": (98.12, 99.37, 0.0283),
     "LayerNorm + L2": (98.94, 99.56, 0.0159), "BatchNorm + L1 + L2": (98.07, 99.31, 0.0233),
@@ -26,9 +26,10 @@ def main(paths: list[str]) -> None:
     trials = trials[trials["epochs_run"] == trials["epochs"]]  # finished trials only
     if trials.duplicated(["group", "seed"]).any():
         sys.exit("a (group, seed) pair appears twice: these tables overlap")
-    print("| run | seeds | train acc | test acc (baseline convention) | test - seed | test loss | test acc per seed |")
+    print("| run | seeds | train acc | test acc (baseline convention) | test - baseline | test loss "
+          "| test acc per seed |")
     print("|---|---|---|---|---|---|---|")
-    for group, (_train, test, _loss) in SEED.items():
+    for group, (_train, test, _loss) in BASELINE.items():
         rows = trials[trials["group"] == group].sort_values("seed")
         acc = stats.summarize(rows["best_test_acc"])
         tr, lo = stats.summarize(rows["train_acc_last"]), stats.summarize(rows["best_test_loss"])
