@@ -1,5 +1,5 @@
 #!/bin/bash
-# Probe: do instance norm and GroupNorm(8) learn in the seed net? 4 epochs, 20k images, 2 seeds each.
+# Probe: do instance norm and GroupNorm(8) learn in the baseline net? 4 epochs, 20k images, 2 seeds each.
 # Ran at commit f7947fd (before the exact augmentation); today instance and groups 8 are refused by the net.
 cd "$(dirname "$0")/../../.."  # the repository root
 for seed in 1 2; do
