@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg and touch
 
 from .errors import UserError
 from .norms import NORMS
-from .report import TEST_AT_VAL, Report, complete, norm_label
+from .report import COMPARED, Report, complete, norm_label
 from .space import SearchSpec
 
 DPI = 110
@@ -49,9 +49,8 @@ def about(report: Report) -> str:
 
 
 def _value_label(value: str) -> str:
-    if value == TEST_AT_VAL:
-        return "test acc at the val-chosen epoch (%)"
-    return "best test acc over epochs (%, baseline convention)"
+    """The compared column's axis label, as the tables name it: 'test acc @ val epoch (%)'."""
+    return f"{COMPARED[value]} (%)"
 
 
 # -- learning curves ---------------------------------------------------------------------------------
