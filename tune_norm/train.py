@@ -261,7 +261,7 @@ def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[
     last = rows[-1]
     status = "diverged" if trainer.diverged else "finished"
     at_val = last["test_acc_at_best_val"]
-    at_val_text = "" if math.isnan(at_val) else f"test acc at best val epoch {at_val:.2f}%, "
+    at_val_text = "" if math.isnan(at_val) else f"test acc at the validation-chosen epoch {at_val:.2f}%, "
     echo(f"{status}: best test acc {last['best_test_acc']:.2f}% (baseline convention: best over epochs), "
          f"{at_val_text}results in {out}")
     return rows
