@@ -15,6 +15,7 @@ from conftest import run_cli
 from tune_norm import augment, bench, data
 from tune_norm.config import TrainConfig
 from tune_norm.errors import UserError
+from tune_norm.outcome import Outcome
 from tune_norm.train import Trainer, l1_penalty
 
 N = 32
@@ -99,8 +100,33 @@ def test_bench_cli_writes_sane_numbers(tmp_path):
     assert all(math.isfinite(v) and v > 0 for v in cpu["ratios"].values())
     assert "packing" not in cpu and r["settings"]["steps"] == 5
     assert "| ratio (median of per-round ratios) | value |" in res.stdout
+    command = "tune-norm bench --device auto --threads 1 --batch-size 64 --steps 5 --rounds 3 --no-packing"
+    assert r["command"] == command and f"Command: `{command}`" in res.stdout
+    assert res.stderr.endswith(f"results: {out}\n")
     if not torch.cuda.is_available():
         assert r["gpu"] is None and "GPU: not measured (no CUDA device)" in res.stdout
+
+
+def test_the_command_line_repeats_the_run():
+    assert bench.command_line("cpu", 2, 32, 5, 1, True) == (
+        "tune-norm bench --device cpu --threads 2 --batch-size 32 --steps 5 --rounds 1 --packing")
+    assert bench.command_line("auto", 1, 64, 200, 3, False).endswith("--rounds 3 --no-packing")
+
+
+def test_told_writes_the_results_as_json_and_names_the_file(tmp_path):
+    results = {"settings": {"steps": 5}, "command": "tune-norm bench"}
+    assert bench.told(results, "table\n") == Outcome("table\n")  # no --json: nothing written
+    done = bench.told(results, "table\n", tmp_path / "r.json")
+    assert done == Outcome("table\n", [f"results: {tmp_path / 'r.json'}"])
+    assert (tmp_path / "r.json").read_text() == json.dumps(results, indent=2) + "\n"
+
+
+def test_an_unwritable_json_file_is_one_error_line_and_exit_2_and_the_table_still_printed(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = bench.told({"a": 1}, "table\n", blocker / "r.json")
+    assert done.out == "table\n" and done.exit_code == 2
+    assert done.err == [f"error: cannot write {blocker / 'r.json'}: Not a directory"]
 
 
 # -- bench --search: FLOPs, peak, the mini-search through Ray vs direct ------------------------------
@@ -142,6 +168,32 @@ def test_cpu_peak_from_isa_flags(vendor, flags, per_cycle):
 def test_bench_search_refuses_bad_sizes_before_work(args, message, tmp_path):
     res = run_cli("bench", "--search", *args, "--json", tmp_path / "out.json")
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("text, levers", [("eval,checkpoint,compile", ("eval", "checkpoint", "compile")),
+                                          (" eval , compile", ("eval", "compile")), ("none", ()), ("", ())])
+def test_levers_are_a_comma_list_or_none(text, levers):
+    from tune_norm import searchbench
+
+    assert searchbench.parse_levers(text) == levers
+
+
+def test_the_search_command_line_repeats_the_run():
+    from tune_norm import searchbench
+
+    ms = searchbench.MiniSearch(trials=2, epochs=2, images=640, threads=1, rounds=1)
+    assert searchbench.command_line(ms, (), 2) == (
+        "tune-norm bench --search --threads 1 --search-trials 2 --search-epochs 2 --search-images 640 "
+        "--search-rounds 1 --levers none --lever-rounds 2")
+    assert searchbench.command_line(ms, ("eval", "checkpoint"), 5).endswith("--levers eval,checkpoint --lever-rounds 5")
+
+
+def test_bench_search_refuses_bad_levers_before_work_and_writes_nothing(tmp_path):
+    from tune_norm import searchbench
+
+    with pytest.raises(UserError, match="unknown lever 'warp'"):
+        searchbench.bench(threads=0, levers="eval, warp", json_path=tmp_path / "out.json", log=pytest.fail)
     assert not (tmp_path / "out.json").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import multiprocessing as mp
 import os
@@ -22,6 +23,7 @@ from .config import TrainConfig, from_mapping
 from .data import MNIST, Split, normalize
 from .errors import UserError
 from .model import Net
+from .outcome import Outcome
 from .train import Trainer, cpu_budget, pick_device
 
 EPOCH_IMAGES = 60_000  # seconds per epoch are extrapolated to the full MNIST training set
@@ -413,6 +415,36 @@ def run(root: Path, *, device: str = "auto", threads: int = 0, batch_size: int =
         torch.set_num_threads(before)
     results["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return results
+
+
+def command_line(device: str, threads: int, batch_size: int, steps: int, rounds: int, with_packing: bool) -> str:
+    """The `tune-norm bench` command that repeats a run; ``threads`` is the count it ran with (never 0)."""
+    return (f"tune-norm bench --device {device} --threads {threads} --batch-size {batch_size} --steps {steps} "
+            f"--rounds {rounds} --{'' if with_packing else 'no-'}packing")
+
+
+def bench(data: Path | None = None, *, device: str = "auto", threads: int = 0, batch_size: int = 64,
+          steps: int = 200, rounds: int = 3, with_packing: bool = True, json_path: Path | None = None,
+          log: Callable = print) -> Outcome:
+    """`tune-norm bench`: :func:`run` on ``data`` (default $TUNE_NORM_DATA or ./data), the command that repeats it
+    in the results, their markdown table for stdout, and the results as JSON in ``json_path`` (see :func:`told`)."""
+    root = (data or data_mod.default_root()).resolve()
+    results = run(root, device=device, threads=threads, batch_size=batch_size, steps=steps, rounds=rounds,
+                  with_packing=with_packing, log=log)
+    results["command"] = command_line(device, results["settings"]["threads"], batch_size, steps, rounds, with_packing)
+    return told(results, markdown(results), json_path)
+
+
+def told(results: dict[str, Any], text: str, json_path: Path | None = None) -> Outcome:
+    """The end of a bench: ``text`` for stdout, and ``results`` written as JSON to ``json_path`` (where given) and
+    named on stderr; a file that cannot be written is one error line and exit 2, the table still printed."""
+    if json_path is None:
+        return Outcome(text)
+    try:
+        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+    except OSError as e:
+        return Outcome(text, [f"error: cannot write {json_path}: {e.strerror or e}"], exit_code=2)
+    return Outcome(text, [f"results: {json_path}"])
 
 
 # -- the markdown table ----------------------------------------------------------------------------

@@ -46,6 +46,11 @@ def _tell(done: outcome.Outcome) -> None:
         raise typer.Exit(done.exit_code)
 
 
+def _log(line: str) -> None:
+    """A library's progress line, on stderr."""
+    typer.echo(line, err=True)
+
+
 def _version(show: bool) -> None:
     if show:
         from .versions import line
@@ -311,36 +316,18 @@ def bench(
     """Images/s of the baseline study's pipeline, tune-norm's pipeline and the bare model step, with their ratios.
 
     With --search: trials/hour of a mini-search through Ray vs without, the step's share of peak, and levers."""
-    import json
-
-    from . import bench as bench_mod
-    from . import data as data_mod
-
-    root = (data or data_mod.default_root()).resolve()
-    device = device.value
     if search:  # trials/hour through Ray vs direct; the logic lives in tune_norm/searchbench.py
         from . import searchbench
 
-        ms = searchbench.MiniSearch(search_trials, search_epochs, search_images, threads or 1, search_rounds)
-        chosen = tuple(x for x in levers.replace(" ", "").split(",") if x and x != "none")
-        results = searchbench.run(root, ms, chosen, lever_rounds, log=lambda line: typer.echo(line, err=True))
-        results["command"] = (f"tune-norm bench --search --threads {ms.threads} --search-trials {ms.trials} "
-                              f"--search-epochs {ms.epochs} --search-images {ms.images} --search-rounds {ms.rounds} "
-                              f"--levers {','.join(chosen) or 'none'} --lever-rounds {lever_rounds}")
-        typer.echo(searchbench.markdown(results), nl=False)
+        done = searchbench.bench(data, trials=search_trials, epochs=search_epochs, images=search_images,
+                                 threads=threads, rounds=search_rounds, levers=levers, lever_rounds=lever_rounds,
+                                 json_path=json_path, log=_log)
     else:
-        results = bench_mod.run(root, device=device, threads=threads, batch_size=batch_size, steps=steps,
-                                rounds=rounds, with_packing=packing, log=lambda line: typer.echo(line, err=True))
-        results["command"] = (f"tune-norm bench --device {device} --threads {results['settings']['threads']} "
-                              f"--batch-size {batch_size} --steps {steps} --rounds {rounds} "
-                              f"--{'' if packing else 'no-'}packing")
-        typer.echo(bench_mod.markdown(results), nl=False)
-    if json_path:
-        try:
-            json_path.write_text(json.dumps(results, indent=2) + "\n")
-        except OSError as e:
-            raise UserError(f"cannot write {json_path}: {e.strerror or e}") from None
-        typer.echo(f"results: {json_path}", err=True)
+        from . import bench as bench_mod
+
+        done = bench_mod.bench(data, device=device.value, threads=threads, batch_size=batch_size, steps=steps,
+                               rounds=rounds, with_packing=packing, json_path=json_path, log=_log)
+    _tell(done)
 
 
 cluster_app = typer.Typer(help="Ray cluster-launcher configs (cluster.yaml).", no_args_is_help=True,

@@ -23,6 +23,7 @@ from . import flops
 from .config import TrainConfig, from_mapping
 from .dropout import Dropout
 from .errors import UserError
+from .outcome import Outcome
 from .train import EVAL_BATCH, Trainer
 
 NORMS = ("batch", "group", "layer")
@@ -359,6 +360,34 @@ def run(root: Path, ms: MiniSearch, levers: tuple[str, ...] = LEVERS, lever_roun
     results["packing_rule"] = packing_rule(cores)
     results["load_average_after"] = list(os.getloadavg())
     return results
+
+
+def parse_levers(text: str) -> tuple[str, ...]:
+    """--levers: a comma list (spaces ignored), or none for no lever; names are checked by :func:`run`."""
+    return tuple(x for x in text.replace(" ", "").split(",") if x and x != "none")
+
+
+def command_line(ms: MiniSearch, levers: tuple[str, ...], lever_rounds: int) -> str:
+    """The `tune-norm bench --search` command that repeats a run."""
+    return (f"tune-norm bench --search --threads {ms.threads} --search-trials {ms.trials} "
+            f"--search-epochs {ms.epochs} --search-images {ms.images} --search-rounds {ms.rounds} "
+            f"--levers {','.join(levers) or 'none'} --lever-rounds {lever_rounds}")
+
+
+def bench(data: Path | None = None, *, trials: int = 8, epochs: int = 3, images: int = 20_000, threads: int = 0,
+          rounds: int = 1, levers: str = ",".join(LEVERS), lever_rounds: int = 5, json_path: Path | None = None,
+          log: Callable = print) -> Outcome:
+    """`tune-norm bench --search`: :func:`run` on ``data`` (default $TUNE_NORM_DATA or ./data) with ``threads``
+    per trial (0: one), the command that repeats it in the results, their markdown table for stdout, and the
+    results as JSON in ``json_path`` (see :func:`tune_norm.bench.told`)."""
+    from . import bench as bench_mod
+
+    root = (data or data_mod.default_root()).resolve()
+    ms = MiniSearch(trials, epochs, images, threads or 1, rounds)
+    chosen = parse_levers(levers)
+    results = run(root, ms, chosen, lever_rounds, log=log)
+    results["command"] = command_line(ms, chosen, lever_rounds)
+    return bench_mod.told(results, markdown(results), json_path)
 
 
 def markdown(res: dict[str, Any]) -> str:
