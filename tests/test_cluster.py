@@ -34,6 +34,7 @@ import yaml
 
 from conftest import run_cli
 from raycluster import free_port, stop_processes
+from tune_norm import cluster
 from tune_norm.cluster import (
     check_cluster_file,
     placeholder_findings,
@@ -192,6 +193,19 @@ def test_cli_check_names_a_missing_file(tmp_path):
     out = run_cli("cluster", "check", str(tmp_path / "nope.yaml"))
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: cluster config {tmp_path / 'nope.yaml'} does not exist"
+
+
+def test_check_says_ok_or_one_line_per_finding_and_their_count(no_network, tmp_path):
+    ok = cluster.check(CLUSTER_YAML)
+    assert ok.out == f"{CLUSTER_YAML}: ok ({cluster.CHECKED})\n" and ok.err == [] and ok.exit_code == 0
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text(CLUSTER_YAML.read_text().replace("--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0", 1)
+                   .replace("Name: tune-norm-worker", "Name: REPLACE-me", 1))
+    findings = check_cluster_file(bad, ROOT)
+    done = cluster.check(bad, ROOT)
+    assert len(findings) >= 2 and done.exit_code == 1
+    assert done.out == "".join(f"{bad}: {line}\n" for line in findings)
+    assert done.err == [f"{len(findings)} problem(s) in {bad}: fix them before `ray up`"]
 
 
 # -- mutated copies through the library ----------------------------------------------------------------

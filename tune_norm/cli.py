@@ -345,13 +345,7 @@ def cluster_check(
     """Offline, before `ray up`: Ray's own schema check plus the security policy; one line per problem, exit 1."""
     from . import cluster
 
-    findings = cluster.check_cluster_file(config, root)
-    for line in findings:
-        typer.echo(f"{config}: {line}")
-    if findings:
-        typer.echo(f"{len(findings)} problem(s) in {config}: fix them before `ray up`", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"{config}: ok (Ray's schema, network, dashboard, token auth, resources, IAM, mounts, placeholders)")
+    _tell(cluster.check(config, root))
 
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .outcome import Outcome
 
 # Ray's listening ports (the defaults of `ray start` and those cluster.yaml pins): none may be reachable from a
 # wide CIDR. Nodes talk to each other through the security group's own intra-cluster rule.
@@ -50,6 +51,19 @@ GPU_FAMILIES = re.compile(r"^(g3s?|g4dn|g5|g5g|g6|g6e|gr6|g6f|gr6f|g7e?|p2|p3|p3
                           r"|p6[a-z0-9-]*)\.")
 IAM_DIR = Path("cluster") / "iam"
 TOKEN_FILE = "~/.ray/auth_token"
+
+
+CHECKED = "Ray's schema, network, dashboard, token auth, resources, IAM, mounts, placeholders"
+
+
+def check(path: Path, root: Path | None = None) -> Outcome:
+    """`tune-norm cluster check`: one stdout line per finding, each naming the file, and a count on stderr with
+    exit 1; or one line saying the file is ok and what was checked."""
+    findings = check_cluster_file(path, root)
+    if findings:
+        return Outcome("".join(f"{path}: {line}\n" for line in findings),
+                       [f"{len(findings)} problem(s) in {path}: fix them before `ray up`"], exit_code=1)
+    return Outcome(f"{path}: ok ({CHECKED})\n")
 
 
 def check_cluster_file(path: Path, root: Path | None = None) -> list[str]:
