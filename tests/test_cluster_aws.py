@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from tune_norm.cluster_aws import LAUNCH_TEMPLATE, PROFILES, SECURITY_GROUP, setup_aws
+from tune_norm.cluster_aws import LAUNCH_TEMPLATE, PROFILES, SECURITY_GROUP, AwsSetup, setup_aws
 from tune_norm.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +139,14 @@ def test_cli_setup_against_the_api(aws):
     assert out.stdout.startswith(f"ready in {REGION}: s3://tn-cli, instance profiles tune-norm-worker, tune-norm-head"
                                  f", security group sg-"), out.stdout
     assert f"security group {SECURITY_GROUP} (sg-" in out.stderr and "created, tcp/22 from 198.18.7.10/32" in out.stderr
+
+
+def test_the_summary_names_every_id_and_the_next_commands():
+    done = AwsSetup(region="eu-west-1", bucket="b", security_group="sg-1", launch_template="lt", image="ami-2",
+                    ssh_cidr="198.18.7.10/32", profiles=("p-worker", "p-head"))
+    assert done.summary() == ("ready in eu-west-1: s3://b, instance profiles p-worker, p-head, security group sg-1 "
+                              "(tcp/22 from 198.18.7.10/32), launch template lt (ami-2); next: tune-norm cluster "
+                              "check cluster.yaml, then ray up cluster.yaml")
 
 
 @pytest.mark.parametrize("cidr, message", [

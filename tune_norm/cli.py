@@ -362,12 +362,7 @@ def cluster_setup(
     """Once per account and region: the bucket, IAM profiles, security group and launch template it names."""
     from . import cluster_aws
 
-    done = cluster_aws.setup_aws(bucket, ssh_cidr, region, iam_dir, image=image,
-                                 log=lambda line: typer.echo(line, err=True))
-    typer.echo(f"ready in {done.region}: s3://{done.bucket}, instance profiles {', '.join(done.profiles)}, "
-               f"security group {done.security_group} (tcp/22 from {done.ssh_cidr}), launch template "
-               f"{done.launch_template} ({done.image}); next: tune-norm cluster check cluster.yaml, then "
-               "ray up cluster.yaml")
+    typer.echo(cluster_aws.setup_aws(bucket, ssh_cidr, region, iam_dir, image=image, log=_log).summary())
 
 def main() -> None:
     app(prog_name="tune-norm")

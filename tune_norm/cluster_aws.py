@@ -39,6 +39,13 @@ class AwsSetup:
     ssh_cidr: str
     profiles: tuple[str, ...] = PROFILES
 
+    def summary(self) -> str:
+        """One line: what is ready, by id, and the next two commands."""
+        return (f"ready in {self.region}: s3://{self.bucket}, instance profiles {', '.join(self.profiles)}, "
+                f"security group {self.security_group} (tcp/22 from {self.ssh_cidr}), launch template "
+                f"{self.launch_template} ({self.image}); next: tune-norm cluster check cluster.yaml, then "
+                "ray up cluster.yaml")
+
 
 def ssh_source(cidr: str) -> str:
     """The one network SSH is opened to: a real address range no wider than a /24 (IPv6 /64)."""
