@@ -300,6 +300,17 @@ def test_csv_json_and_latex_carry_the_same_table():
     assert r"BatchNorm $>$ GroupNorm (accuracy)" in tex and "Holm p" in tex
 
 
+def test_the_report_outcome_is_the_tables_then_a_warning_per_note_then_the_page(tmp_path):
+    from tune_norm import outcome
+    from tune_norm.publish import Published
+
+    rep, page = _report(), tmp_path / "report.html"
+    done = outcome.of_report(Published(rep, tmp_path, page, [("curves", tmp_path / "c.png")], ["no data"]), "csv")
+    assert done.out == render.render(rep, "csv") and done.exit_code == 0
+    assert done.err == ["warning: no data", f"report: {page} (1 plots; tables as md, csv, json and tex beside it)"]
+    assert outcome.of_report(Published(rep, tmp_path, page)).out == render.render(rep)  # markdown by default
+
+
 def test_write_files_puts_every_format_in_the_folder(tmp_path):
     paths = render.write_files(_report(), tmp_path / "out")
     assert sorted(p.name for p in paths) == ["comparisons.csv", "cost.csv", "report.json", "report.md", "report.tex",

@@ -282,13 +282,9 @@ def report(
     data: Optional[Path] = DataOption,
 ) -> None:
     """Summarize an experiment, finished or not: best trial per group, seed statistics, comparisons, cost, plots."""
-    from . import publish, render
+    from . import publish
 
-    done = publish.publish(experiments, out=out, plots=not no_plots, data_root=data)
-    typer.echo(render.render(done.report, format.value), nl=False)
-    for note in done.notes:
-        typer.echo(f"warning: {note}", err=True)
-    typer.echo(f"report: {done.page} ({len(done.images)} plots; tables as md, csv, json and tex beside it)", err=True)
+    _tell(outcome.of_report(publish.publish(experiments, out=out, plots=not no_plots, data_root=data), format.value))
 
 
 @app.command(epilog="Example: tune-norm bench --threads 2 --steps 200 --json bench.json")

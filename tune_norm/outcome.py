@@ -1,4 +1,4 @@
-"""What `tune-norm search` and `tune-norm confirm` tell their user at the end: counts, where, what next, exit code."""
+"""What `tune-norm search`, `confirm` and `report` tell their user at the end: counts, where, what next, exit code."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .confirm import Plan, Result
+    from .publish import Published
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,13 @@ def of_confirm(plan: Plan, result: Result, path: str) -> Outcome:
 
     return Outcome(confirm.render(plan, result, path),
                    [f"tables: {shlex.quote(path)}/{confirm.RESULT_FILE}; next: tune-norm report {shlex.quote(path)}"])
+
+
+def of_report(done: Published, fmt: str = "markdown") -> Outcome:
+    """A published report: its tables in ``fmt`` for stdout; on stderr a warning per plot that could not be drawn,
+    then where the report page is and what lies beside it."""
+    from . import render
+
+    return Outcome(render.render(done.report, fmt),
+                   [*(f"warning: {note}" for note in done.notes),
+                    f"report: {done.page} ({len(done.images)} plots; tables as md, csv, json and tex beside it)"])
