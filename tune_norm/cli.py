@@ -133,19 +133,12 @@ def train(
     """Train one config and print a per-epoch table; writes metrics and weights (model.pt) to --out."""
     from . import runs
 
-    if from_ and config:
-        raise UserError("give --config or --from, not both")
-    if trial and not from_:
-        raise UserError("--trial names a trial of the experiment given with --from")
-    seed_list = _parse_seeds(seeds, "--seeds")
-    if seed_list and seed is not None:
-        raise UserError("give --seed or --seeds, not both")
     options = dict(norm=_value(norm), groups=groups, l1=l1, l2=l2, lr=lr, momentum=momentum,
                    base_momentum=base_momentum, dropout=dropout,
                    batch_size=batch_size, epochs=epochs, seed=seed, val_size=val_size, subset=subset,
                    device=_value(device), threads=threads, amp=amp)
-    runs.train({k: v for k, v in options.items() if v is not None}, config=config, source=from_, trial=trial,
-               full_train=full_train, seeds=seed_list, data=data, download=download, out=out, echo=typer.echo)
+    runs.train(options, config=config, source=from_, trial=trial, full_train=full_train,
+               seeds=_parse_seeds(seeds, "--seeds"), data=data, download=download, out=out, echo=typer.echo)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from . import config as config_mod
 from . import data as data_mod
 from . import retrain
+from .errors import UserError
 from .preflight import writable_folder
 
 
@@ -19,8 +20,18 @@ def train(overrides: dict[str, Any], *, config: Path | None = None, source: Path
           echo: Callable[[str], Any] = print) -> Path:
     """Train the config of ``config`` (YAML or params.json) or of ``source``'s best (or ``trial``) trial, with
     ``overrides`` on top, once or once per seed (one folder each); every config is checked before any training.
-    Returns the output folder: ``out``, default runs/<norm>-<time> (runs/<experiment>-<trial> from a source)."""
+    Returns the output folder: ``out``, default runs/<norm>-<time> (runs/<experiment>-<trial> from a source).
+    ``overrides`` set to None are left out; a config and a source, a trial without a source, or a seed override
+    and ``seeds`` together are one UserError naming the options."""
     from .train import run_to_folder
+
+    if source and config:
+        raise UserError("give --config or --from, not both")
+    if trial and not source:
+        raise UserError("--trial names a trial of the experiment given with --from")
+    if seeds and overrides.get("seed") is not None:
+        raise UserError("give --seed or --seeds, not both")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
 
     values = retrain.trial_config(config_mod.load_yaml(config)) if config else {}
     name = None
