@@ -2,6 +2,7 @@
 
 import gzip
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +70,12 @@ def test_missing_file_and_folder_are_reported(data_root, tmp_path):
         data.load(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         data.load(tmp_path / "nowhere")
+
+
+def test_the_data_root_is_the_given_folder_else_the_environment_else_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNE_NORM_DATA", "mnist_here")
+    assert data.resolve_root(Path("given")) == tmp_path / "given"  # absolute, though given relative
+    assert data.resolve_root(None) == data.resolve_root("") == tmp_path / "mnist_here"
+    monkeypatch.delenv("TUNE_NORM_DATA")
+    assert data.resolve_root() == tmp_path / "data"

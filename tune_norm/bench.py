@@ -428,7 +428,7 @@ def bench(data: Path | None = None, *, device: str = "auto", threads: int = 0, b
           log: Callable = print) -> Outcome:
     """`tune-norm bench`: :func:`run` on ``data`` (default $TUNE_NORM_DATA or ./data), the command that repeats it
     in the results, their markdown table for stdout, and the results as JSON in ``json_path`` (see :func:`told`)."""
-    root = (data or data_mod.default_root()).resolve()
+    root = data_mod.resolve_root(data)
     results = run(root, device=device, threads=threads, batch_size=batch_size, steps=steps, rounds=rounds,
                   with_packing=with_packing, log=log)
     results["command"] = command_line(device, results["settings"]["threads"], batch_size, steps, rounds, with_packing)

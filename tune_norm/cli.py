@@ -219,9 +219,8 @@ def search(
         typer.echo(f"warning: {warning}", err=True)
     from . import search as search_mod
 
-    root = (data or data_mod.default_root()).resolve()
-    results = search_mod.run(spec, data_root=str(root), storage=storage, address=address, resume=resume,
-                             restart_errored=restart_errored, num_cpus=num_cpus, num_gpus=num_gpus,
+    results = search_mod.run(spec, data_root=str(data_mod.resolve_root(data)), storage=storage, address=address,
+                             resume=resume, restart_errored=restart_errored, num_cpus=num_cpus, num_gpus=num_gpus,
                              verbose=int(verbose), mlflow=mlflow, wandb=wandb)
     _tell(outcome.of_search(results, search_mod.experiment_path(spec, storage)))
 
@@ -248,10 +247,10 @@ def confirm(
     from . import confirm as confirm_mod
     from . import data as data_mod
 
-    root = (data or data_mod.default_root()).resolve()
     plan, result, path = confirm_mod.run(
         experiment, top=top, seeds=seeds, baseline_kind=baseline, first_seed=first_seed, threshold=threshold,
-        name=name, storage_path=storage, resume=resume, data_root=str(root), num_cpus=num_cpus, verbose=int(verbose))
+        name=name, storage_path=storage, resume=resume, data_root=str(data_mod.resolve_root(data)), num_cpus=num_cpus,
+        verbose=int(verbose))
     _tell(outcome.of_confirm(plan, result, path))
 
 

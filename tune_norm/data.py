@@ -32,6 +32,11 @@ def default_root() -> Path:
     return Path(os.environ.get("TUNE_NORM_DATA", "data")).expanduser().resolve()
 
 
+def resolve_root(given: Path | str | None = None) -> Path:
+    """The data directory as an absolute path: ``given`` (--data) where set, else :func:`default_root`."""
+    return Path(given).resolve() if given else default_root()
+
+
 @dataclass(frozen=True)
 class Split:
     """Images as uint8 [N, 28, 28] and labels as int64 [N]."""
@@ -105,7 +110,7 @@ def load_raw(root: Path) -> tuple[Split, Split]:
 
 def load(root: Path | None = None, *, val_size: int = 5000, subset: int = 0) -> MNIST:
     """MNIST with ``val_size`` images held out of training (seeded, stable); ``subset`` trims training."""
-    full, test = load_raw(Path(root or default_root()).resolve())
+    full, test = load_raw(resolve_root(root))
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset:

@@ -45,7 +45,7 @@ def train(overrides: dict[str, Any], *, config: Path | None = None, source: Path
         values, name = chosen.config, f"{Path(source).resolve().name}-{chosen.trial_id}"
     todo = retrain.runs(values, full_train=full_train, seeds=seeds, overrides=overrides)
     cfgs = [config_mod.from_mapping(v) for v in todo]  # every config checked before any training
-    root = (data or data_mod.default_root()).resolve()
+    root = data_mod.resolve_root(data)
     if download:
         data_mod.download(root)
     base = (out or Path("runs") / f"{name or cfgs[0].norm}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
