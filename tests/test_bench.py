@@ -129,6 +129,18 @@ def test_an_unwritable_json_file_is_one_error_line_and_exit_2_and_the_table_stil
     assert done.err == [f"error: cannot write {blocker / 'r.json'}: Not a directory"]
 
 
+@pytest.mark.parametrize("mode", [[], ["--search"]])
+def test_an_unwritable_json_file_is_refused_before_the_bench_runs(tmp_path, mode):
+    """It used to be found only after the whole benchmark had run."""
+    blocker = tmp_path / "file"
+    blocker.write_text("kept")
+    for target, words in ((blocker / "r.json", f"the folder {blocker} does not exist"), (tmp_path, "is a folder")):
+        res = run_cli("bench", *mode, "--json", target)
+        assert res.returncode == 2 and res.stderr.startswith("error: ") and words in res.stderr, res.stderr[-2000:]
+        assert len(res.stderr.strip().splitlines()) == 1 and not res.stdout, (res.stdout, res.stderr)
+    assert blocker.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 # -- bench --search: FLOPs, peak, the mini-search through Ray vs direct ------------------------------
 def test_step_flops_from_shapes_agree_with_torch_flop_counter():
     """The count from layer shapes vs torch's FlopCounterMode on one real forward + backward step."""

@@ -428,11 +428,25 @@ def bench(data: Path | None = None, *, device: str = "auto", threads: int = 0, b
           log: Callable = print) -> Outcome:
     """`tune-norm bench`: :func:`run` on ``data`` (default $TUNE_NORM_DATA or ./data), the command that repeats it
     in the results, their markdown table for stdout, and the results as JSON in ``json_path`` (see :func:`told`)."""
+    check_json_path(json_path)
     root = data_mod.resolve_root(data)
     results = run(root, device=device, threads=threads, batch_size=batch_size, steps=steps, rounds=rounds,
                   with_packing=with_packing, log=log)
     results["command"] = command_line(device, results["settings"]["threads"], batch_size, steps, rounds, with_packing)
     return told(results, markdown(results), json_path)
+
+
+def check_json_path(json_path: Path | None) -> None:
+    """Refuse a --json file that cannot be written before the bench spends minutes (nothing is created here)."""
+    if json_path is None:
+        return
+    target, folder = Path(json_path), Path(json_path).parent
+    if target.is_dir():
+        raise UserError(f"--json {json_path} is a folder; give a file name, e.g. {target / 'bench.json'}")
+    if not folder.is_dir():
+        raise UserError(f"--json {json_path}: the folder {folder} does not exist; create it or pick another file")
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        raise UserError(f"--json {json_path} cannot be written (no write permission); pick another file")
 
 
 def told(results: dict[str, Any], text: str, json_path: Path | None = None) -> Outcome:

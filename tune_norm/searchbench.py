@@ -382,6 +382,7 @@ def bench(data: Path | None = None, *, trials: int = 8, epochs: int = 3, images:
     results as JSON in ``json_path`` (see :func:`tune_norm.bench.told`)."""
     from . import bench as bench_mod
 
+    bench_mod.check_json_path(json_path)
     root = data_mod.resolve_root(data)
     ms = MiniSearch(trials, epochs, images, threads or 1, rounds)
     chosen = parse_levers(levers)
