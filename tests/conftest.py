@@ -59,6 +59,7 @@ def wait_for(predicate, timeout: float, proc) -> None:
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"search ended early: {proc.stdout.read()[-3000:]}")
+            out, err = proc.communicate()
+            raise AssertionError(f"search ended early: {(out or '')[-2000:]}{(err or '')[-3000:]}")
         time.sleep(0.5)
     raise AssertionError("timed out waiting")

@@ -10,14 +10,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from test_reliability import cli, refused, snapshot
 
-from conftest import CLI, DATA, ROOT, run_cli, trial_results
+from conftest import CLI, DATA, ROOT, run_cli, trial_results, wait_for
 from tune_norm import experiment
 
 pytestmark = pytest.mark.slow
@@ -120,11 +119,7 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 
 def _wait_for_rows(exp: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while sum(len(r) for r in trial_results(exp).values()) < count:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.time() < deadline, "no results in time"
-        time.sleep(0.5)
+    wait_for(lambda: sum(len(r) for r in trial_results(exp).values()) >= count, timeout, proc)
 
 
 def _signal_after_rows(proc: subprocess.Popen, exp: Path, rows: int, sig: int, meanwhile=None) -> tuple[str, str]:
