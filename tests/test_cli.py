@@ -1,12 +1,14 @@
 """The real `tune-norm` CLI: every command has help with an example; user errors are one line and exit 2."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from tune_norm.cli import app
 
 COMMANDS = sorted(typer.main.get_command(app).commands)
@@ -67,3 +69,16 @@ def test_train_from_yaml_with_option_override(tmp_path):
     res = run_cli("train", "--config", bad, "--out", tmp_path / "never")
     assert res.returncode == 2 and "unknown config key 'wobble'" in res.stderr
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("args", [["search", "nope.yaml"], ["train", "--norm", "instance"], ["--help"],
+                                  ["search", "search_spaces/full.yaml", "--metric", "test_acc"]])
+def test_bad_input_and_help_are_answered_without_importing_torch_or_ray(args):
+    """torch alone took 1.3 s to import before any refusal; the checks need neither it nor Ray."""
+    code = ("import sys\nfrom tune_norm import cli\nsys.argv = ['tune-norm', *sys.argv[1:]]\n"
+            "try:\n    cli.main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'torchvision'})\n"
+            "print('heavy:', heavy, 'exit:', code)")
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.stdout.strip().splitlines()[-1] == f"heavy: [] exit: {0 if args == ['--help'] else 2}", (
+        res.stdout[-2000:], res.stderr[-2000:])

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tune_norm.errors import UserError
-from tune_norm.model import Net, count_parameters, learns_after_pooling, valid_groups
-from tune_norm.norms import NORMS, make_norm
+from tune_norm.model import Net, count_parameters
+from tune_norm.norms import NORMS, learns_after_pooling, make_norm, valid_groups
 
 LEARNABLE = [n for n in NORMS if learns_after_pooling(n, 4)]
 

@@ -206,7 +206,6 @@ def search(
     data: Optional[Path] = DataOption,
 ) -> None:
     """Run a Ray Tune search (ASHA + Optuna by default) over the space in SPACE_FILE."""
-    from . import data as data_mod
     from . import space as space_mod
 
     spec = space_mod.load(space_file).with_overrides(
@@ -217,6 +216,7 @@ def search(
         seeds=_parse_seeds(seeds), set=_parse_sets(set_))
     for warning in spec.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    from . import data as data_mod  # torch and Ray: imported once the space is known to be good
     from . import search as search_mod
 
     results = search_mod.run(spec, data_root=str(data_mod.resolve_root(data)), storage=storage, address=address,

@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from .errors import UserError
-from .model import check_model_args
+from .norms import check_model_args
 
 TRAIN_IMAGES = 60_000
 

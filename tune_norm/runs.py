@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
-from . import data as data_mod
 from . import retrain
 from .errors import UserError
 from .preflight import writable_folder
@@ -23,8 +22,6 @@ def train(overrides: dict[str, Any], *, config: Path | None = None, source: Path
     Returns the output folder: ``out``, default runs/<norm>-<time> (runs/<experiment>-<trial> from a source).
     ``overrides`` set to None are left out; a config and a source, a trial without a source, or a seed override
     and ``seeds`` together are one UserError naming the options."""
-    from .train import run_to_folder
-
     if source and config:
         raise UserError("give --config or --from, not both")
     if trial and not source:
@@ -45,6 +42,9 @@ def train(overrides: dict[str, Any], *, config: Path | None = None, source: Path
         values, name = chosen.config, f"{Path(source).resolve().name}-{chosen.trial_id}"
     todo = retrain.runs(values, full_train=full_train, seeds=seeds, overrides=overrides)
     cfgs = [config_mod.from_mapping(v) for v in todo]  # every config checked before any training
+    from . import data as data_mod  # torch: imported once the configs are known to be good
+    from .train import run_to_folder
+
     root = data_mod.resolve_root(data)
     if download:
         data_mod.download(root)
