@@ -198,10 +198,12 @@ def _dedupe_csv(f: Path) -> bool:
     if len(last) == len(rows):
         return False
     keep = [row for row in rows if last[row["epoch"]] is row]
-    with open(f, "w", newline="") as handle:
+    tmp = f.with_name(f.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(keep)
+    tmp.replace(f)  # as result.json: a kill mid-write leaves the old file, never half of one
     return True
 
 
