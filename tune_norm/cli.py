@@ -79,6 +79,9 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
+            ray = sys.modules.get("ray")  # connected to a cluster: its log stream would print after the sentence
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         except Stopped as e:  # SIGINT/SIGTERM during a search: state saved, say how to continue
