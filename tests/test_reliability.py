@@ -271,7 +271,7 @@ def test_a_checkpoint_replaced_after_rays_last_snapshot_is_mended_for_the_resume
     (trial / "checkpoint_000001").mkdir(parents=True)
     (trial / "checkpoint_000001" / "state.pt").write_bytes(b"epoch 2")
     (exp / "trial_b" / "checkpoint_000003").mkdir(parents=True)  # in step with the snapshot: left alone
-    runtime = {"last_result": {"checkpoint_dir_name": "checkpoint_000000"}}
+    runtime = {"last_result": {"checkpoint_dir_name": "checkpoint_000000", "epoch": 1}}
     in_step = {"last_result": {"checkpoint_dir_name": "checkpoint_000003"}}
     state = {"trial_data": [[json.dumps({"relative_logdir": "trial_a"}), json.dumps(runtime)],
                             [json.dumps({"relative_logdir": "trial_b"}), json.dumps(in_step)]]}
@@ -279,4 +279,6 @@ def test_a_checkpoint_replaced_after_rays_last_snapshot_is_mended_for_the_resume
     assert mend_checkpoints(exp) == ["trial_a"]
     assert [p.name for p in trial.iterdir()] == ["checkpoint_000000"]
     assert (trial / "checkpoint_000000" / "state.pt").read_bytes() == b"epoch 2"
+    # the trial reports again what it trained after epoch 1 (test_reliability_search.py runs it)
+    assert json.loads((trial / "checkpoint_000000" / "reported.json").read_text()) == {"epoch": 1}
     assert (exp / "trial_b" / "checkpoint_000003").is_dir() and mend_checkpoints(exp) == []

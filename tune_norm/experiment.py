@@ -18,6 +18,8 @@ from .space import Resources, SearchSpec
 PROVENANCE = "tune_norm.json"  # written into every experiment folder by the search
 RESULTS_ROOT = Path("tune_results")  # where experiments go by default: ./tune_results/<name>
 CHECKPOINT_FILE = "state.pt"  # inside each checkpoint_00000N/ folder
+REPORTED_FILE = "reported.json"  # beside it in a mended checkpoint: {"epoch": the last epoch Ray's snapshot knows}
+SEARCHER_GLOB = "search_gen_state-*.json"  # Ray's search generator: how many trials it made, which are live
 STATE_GLOB = "experiment_state-*.json"
 RESULTS = "result.json"  # Ray: one JSON object per reported epoch
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -164,23 +166,99 @@ def mend_checkpoints(path) -> list[str]:
     trial's newest checkpoint to the name the snapshot expects, so the trial goes on from its newest state. Returns
     the trial folders so mended."""
     folder = storage.path(path)
-    files = sorted(folder.glob(STATE_GLOB))
-    state = _read_json(files[-1]) if files else None
     mended = []
-    for entry in (state or {}).get("trial_data", []) if isinstance(state, dict) else []:
-        try:
-            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-            name, logdir = (runtime.get("last_result") or {}).get("checkpoint_dir_name"), trial.get("relative_logdir")
-        except (ValueError, TypeError, IndexError, AttributeError):
-            continue
+    for trial, runtime in _snapshot(folder):
+        last = runtime.get("last_result") if isinstance(runtime.get("last_result"), dict) else {}
+        name, logdir = last.get("checkpoint_dir_name"), trial.get("relative_logdir")
         if not name or not logdir:
             continue
         trial_dir = folder / str(logdir)
         newest = sorted(trial_dir.glob("checkpoint_*")) if trial_dir.is_dir() else []
         if newest and not (trial_dir / str(name)).exists():
             newest[-1].rename(trial_dir / str(name))
+            # the epochs after the snapshot's are in the checkpoint but maybe not in result.json: the trial
+            # reports them again when it resumes (search.trainable)
+            (trial_dir / str(name) / REPORTED_FILE).write_text(json.dumps({"epoch": last.get("epoch")}))
             mended.append(trial_dir.name)
     return mended
+
+
+def _snapshot(folder) -> list[tuple[dict, dict]]:
+    """(trial, runtime) of each trial in Ray's newest experiment_state file; [] when there is none or it is
+    unreadable."""
+    files = sorted(folder.glob(STATE_GLOB))
+    state = _read_json(files[-1]) if files else None
+    out = []
+    for entry in (state or {}).get("trial_data", []) if isinstance(state, dict) else []:
+        try:
+            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+        except (ValueError, TypeError, IndexError):
+            continue
+        if isinstance(trial, dict) and isinstance(runtime, dict):
+            out.append((trial, runtime))
+    return out
+
+
+def mend_searcher(path) -> str | None:
+    """Ray uploads its snapshot as separate files (experiment_state, the search generator's state, each trial's
+    result.json), so a driver killed during an upload leaves them from different moments. The generator's count
+    of trials made then disagrees with the trials the snapshot holds: a resume makes one trial too many or too
+    few, and a trial its concurrency limiter still counts as live, but that finished, holds a slot for ever.
+    Make the generator agree with the snapshot. Returns what was changed, or None. (Imports Ray: only a resume
+    calls it.)"""
+    import pickle
+
+    folder = storage.path(path)
+    gens = sorted(folder.glob(SEARCHER_GLOB))
+    trials = _snapshot(folder)
+    if not gens or not trials:
+        return None
+    from ray import cloudpickle  # the state holds Ray objects; Ray wrote it with cloudpickle
+
+    state = pickle.loads(gens[-1].read_bytes())
+    live = {str(t.get("trial_id")) for t, _ in trials if t.get("status") in RUNNING}
+    limiter = state.get("name:ConcurrencyLimiter")
+    changes = []
+    if state.get("counter") != len(trials):
+        changes.append(f"its searcher counted {state.get('counter')} trials made, the snapshot holds {len(trials)}")
+        state["counter"] = len(trials)
+    if isinstance(limiter, dict) and set(limiter.get("live_trials") or ()) != live:
+        changes.append(f"its concurrency limiter counted {len(limiter.get('live_trials') or ())} trials as live, "
+                       f"the snapshot {len(live)}")
+        limiter["live_trials"], limiter["num_unfinished_live_trials"] = live, len(live)
+    if changes:
+        _replace(gens[-1], cloudpickle.dumps(state))
+    return "; ".join(changes) or None
+
+
+def mend_results(path) -> list[str]:
+    """A trial's result.json uploaded before Ray's snapshot was can lack the last epoch the snapshot records
+    (a finished trial is not run again, so it would stay short). Append the snapshot's last result to it.
+    Returns the trial folders so mended."""
+    folder = storage.path(path)
+    mended = []
+    for trial, runtime in _snapshot(folder):
+        last, logdir = runtime.get("last_result") or {}, trial.get("relative_logdir")
+        if not logdir or not isinstance(last, dict) or not isinstance(last.get("epoch"), int):
+            continue
+        f = folder / str(logdir) / RESULTS
+        rows = _results(folder / str(logdir))
+        if f.parent.is_dir() and all(r.get("epoch") != last["epoch"] for r in rows):
+            text = f.read_bytes().decode("utf-8", errors="replace") if f.exists() else ""
+            text = text[:text.rfind("\n") + 1]  # a cut last line (Ray was writing it) goes
+            _replace(f, (text + json.dumps(last) + "\n").encode())
+            mended.append(str(logdir))
+    return mended
+
+
+def _replace(f, data: bytes) -> None:
+    """Write a file whole: through a temporary file and a rename on a local disk; one PUT on object storage."""
+    if isinstance(f, Path):
+        tmp = f.with_name(f".{f.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(f)
+    else:
+        f.write_bytes(data)
 
 
 def _trial_dirs(path: Path) -> list[Path]:

@@ -25,9 +25,12 @@ from .errors import UserError
 from .experiment import (  # the on-disk format lives with its reader
     CHECKPOINT_FILE,
     PROVENANCE,
+    REPORTED_FILE,
     RESULTS_ROOT,
     flat_config,
     mend_checkpoints,
+    mend_results,
+    mend_searcher,
     restorable,
     set_orphans_aside,
 )
@@ -92,19 +95,31 @@ def trainable(config: dict, settings: RunSettings) -> None:
     cfg = from_mapping({**values, "threads": values.get("threads") or settings.threads})
     mnist = data.load(settings.data_root, val_size=cfg.val_size, subset=cfg.subset)  # raw files cached per worker
     trainer = Trainer(cfg, mnist)
-    checkpoint = tune.get_checkpoint()
+    checkpoint, unreported = tune.get_checkpoint(), []
     if checkpoint:
         with checkpoint.as_directory() as d:
             trainer.load(Path(d) / CHECKPOINT_FILE)
+            if (Path(d) / REPORTED_FILE).exists():  # a mended checkpoint (resume): newer than Ray's snapshot
+                known = json.loads((Path(d) / REPORTED_FILE).read_text()).get("epoch") or 0
+                unreported = [row for row in trainer.history if row["epoch"] > known]
     trial_id = tune.get_context().get_trial_id()
     where = _placement(trainer)
+
+    def report(metrics: dict) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            trainer.save(Path(d) / CHECKPOINT_FILE)
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    for i, row in enumerate(unreported, 1):  # epochs trained before the driver died, after its last snapshot
+        if i < len(unreported):
+            tune.report({**row, **where})
+        else:
+            report(row)
     dog = Watchdog(settings.epoch_timeout_s)
     try:
         for metrics in trainer.epochs():
             faults.inject(values, metrics["epoch"], trial_id)  # tests only: $TUNE_NORM_FAULT
-            with tempfile.TemporaryDirectory() as d:
-                trainer.save(Path(d) / CHECKPOINT_FILE)
-                tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
+            report(metrics)
             dog.beat()
     except TrialHung:
         raise TrialHung(
@@ -372,6 +387,13 @@ def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str
         for moved in set_orphans_aside(path):
             print(f"{moved.name} started after Ray's last snapshot of the experiment, so the resume does not know "
                   f"it; moved to {moved} and kept", file=sys.stderr)
+        mismatch = mend_searcher(path)
+        if mismatch:
+            print(f"Ray's snapshot was cut mid-upload: {mismatch}; the searcher now follows the snapshot, so the "
+                  "search still makes the planned number of trials", file=sys.stderr)
+        for name in mend_results(path):
+            print(f"{name}: its result.json lacked the last epoch Ray's snapshot records; added from the snapshot",
+                  file=sys.stderr)
         if not storage_mod.is_uri(path):
             from .searcher import StudySearch
 
