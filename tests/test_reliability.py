@@ -260,6 +260,17 @@ def test_old_ray_sessions_and_superseded_state_files_are_pruned(tmp_path):
     assert (exp / "experiment_state-2026-01-06_00-00-00.json").exists()
 
 
+def test_an_epoch_reported_again_keeps_its_first_report_and_one_trained_again_its_last(tmp_path):
+    """Epoch 2 reported again from a mended checkpoint (the same wall_time: trained once) keeps the first report;
+    epoch 3 trained again after a restore from an older checkpoint keeps the last."""
+    f = tmp_path / "trial_a" / "result.json"
+    f.parent.mkdir()
+    rows = [(1, 10, 1), (2, 20, 2), (2, 20, 3), (3, 31, 4), (3, 32, 5)]
+    f.write_text("".join(json.dumps({"epoch": e, "wall_time": w, "timestamp": t}) + "\n" for e, w, t in rows))
+    assert resume.dedupe_results(tmp_path) == [f]
+    assert [json.loads(line)["timestamp"] for line in f.read_text().splitlines()] == [1, 2, 5]
+
+
 def test_a_checkpoint_replaced_after_rays_last_snapshot_is_mended_for_the_resume(tmp_path):
     """kill -9 between a trial's new checkpoint (which deletes the old one, num_to_keep: 1) and Ray's next snapshot:
     the snapshot names a checkpoint that is gone, and the resumed trial errored ("does not exist on storage anymore")

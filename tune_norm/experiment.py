@@ -22,6 +22,7 @@ REPORTED_FILE = "reported.json"  # beside it in a mended checkpoint: {"epoch": t
 SEARCHER_GLOB = "search_gen_state-*.json"  # Ray's search generator: how many trials it made, which are live
 STATE_GLOB = "experiment_state-*.json"
 RESULTS = "result.json"  # Ray: one JSON object per reported epoch
+PROGRESS = "progress.csv"  # Ray: the same rows as CSV
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RUNNING = ("RUNNING", "PENDING", "PAUSED")  # statuses of a trial that has not finished (or was interrupted)
 
@@ -227,7 +228,7 @@ def mend_searcher(path) -> str | None:
                        f"the snapshot {len(live)}")
         limiter["live_trials"], limiter["num_unfinished_live_trials"] = live, len(live)
     if changes:
-        _replace(gens[-1], cloudpickle.dumps(state))
+        storage.write_whole(gens[-1], cloudpickle.dumps(state))
     return "; ".join(changes) or None
 
 
@@ -246,19 +247,9 @@ def mend_results(path) -> list[str]:
         if f.parent.is_dir() and all(r.get("epoch") != last["epoch"] for r in rows):
             text = f.read_bytes().decode("utf-8", errors="replace") if f.exists() else ""
             text = text[:text.rfind("\n") + 1]  # a cut last line (Ray was writing it) goes
-            _replace(f, (text + json.dumps(last) + "\n").encode())
+            storage.write_whole(f, (text + json.dumps(last) + "\n").encode())
             mended.append(str(logdir))
     return mended
-
-
-def _replace(f, data: bytes) -> None:
-    """Write a file whole: through a temporary file and a rename on a local disk; one PUT on object storage."""
-    if isinstance(f, Path):
-        tmp = f.with_name(f".{f.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(f)
-    else:
-        f.write_bytes(data)
 
 
 def _trial_dirs(path: Path) -> list[Path]:

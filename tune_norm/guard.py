@@ -73,9 +73,10 @@ class RunGuard:
 
     def finish(self) -> None:
         self.signals.__exit__()
+        if self.resume:
+            resume.dedupe_results(self.path)
         if self.local and self.resume:
             resume.drop_recreated(Path(self.path))
-            resume.dedupe_results(Path(self.path))
             resume.prune_states(Path(self.path))  # again: this run added one of each
         if self.lock is not None:
             self.lock.release()

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import storage
 from .errors import UserError
-from .experiment import PROVENANCE, RESULTS, STATE_GLOB, _state
+from .experiment import PROGRESS, PROVENANCE, RESULTS, STATE_GLOB, _state
 from .space import SearchSpec
 
 # Ray's state files; all but experiment_state are pickles, and experiment_state embeds cloudpickled objects
@@ -169,66 +169,71 @@ def drop_recreated(path: Path) -> None:
             empty.rmdir()
 
 
-def dedupe_results(path: Path) -> list[Path]:
-    """Ray snapshots the experiment before the trials stop, so an epoch a trial finishes during a stop is on disk
-    but not in the snapshot; the resumed trial restarts from the checkpoint the snapshot names and reports that
-    epoch again (the same numbers: resume is exact), and Ray appends it to result.json and progress.csv. Keep each
-    epoch's last row in both. Returns the files rewritten."""
+def dedupe_results(path) -> list:
+    """A resumed trial can report an epoch again, and Ray appends it to result.json and progress.csv: trained again
+    (Ray snapshots the experiment before the trials stop, so an epoch a trial finishes during a stop is on disk but
+    not in the snapshot, and the trial restarts from the checkpoint the snapshot names; the numbers are the same,
+    resume is exact) or reported again from a mended checkpoint (experiment.mend_checkpoints; the same wall_time).
+    Keep one row per epoch: the last one, or the first report of it where the last is a report again. Local
+    folders and object storage alike. Returns the files rewritten."""
+    folder = storage.path(path)
     fixed = []
-    for f in sorted(path.glob("trial_*/progress.csv")):
-        if _dedupe_csv(f):
-            fixed.append(f)
-    for f in sorted(path.glob(f"trial_*/{RESULTS}")):
-        if _dedupe_json_lines(f):
-            fixed.append(f)
+    for pattern, dedupe in ((f"trial_*/{PROGRESS}", _dedupe_csv), (f"trial_*/{RESULTS}", _dedupe_json_lines)):
+        for f in sorted(folder.glob(pattern)):
+            try:
+                text = f.read_bytes().decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            kept = dedupe(text)
+            if kept is not None:
+                storage.write_whole(f, kept.encode())
+                fixed.append(f)
     return fixed
 
 
-def _dedupe_csv(f: Path) -> bool:
+def _one_per_epoch(rows: list[tuple[Any, Any]]) -> list[int]:
+    """Indexes of the rows to keep, from each row's (epoch, wall_time); rows without an epoch are kept."""
+    last = {epoch: i for i, (epoch, _) in enumerate(rows) if epoch is not None}
+    keep = {i for i, (epoch, _) in enumerate(rows) if epoch is None}
+    for epoch, i in last.items():
+        wall = rows[i][1]
+        keep.add(next(j for j, row in enumerate(rows) if row[0] == epoch and (row[1] == wall if wall else j == i)))
+    return sorted(keep)
+
+
+def _dedupe_csv(text: str) -> str | None:
     import csv
 
     try:
-        with open(f, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error:
+        return None
     if not rows or "epoch" not in rows[0]:
-        return False
-    last = {row["epoch"]: row for row in rows}
-    if len(last) == len(rows):
-        return False
-    keep = [row for row in rows if last[row["epoch"]] is row]
-    tmp = f.with_name(f.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(keep)
-    tmp.replace(f)  # as result.json: a kill mid-write leaves the old file, never half of one
-    return True
+        return None
+    keep = _one_per_epoch([(row["epoch"], row.get("wall_time")) for row in rows])
+    if len(keep) == len(rows):
+        return None
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows[i] for i in keep)
+    return out.getvalue()
 
 
-def _epoch(line: str) -> Any:
+def _row(line: str) -> tuple[Any, Any]:
     try:
         row = json.loads(line)
     except ValueError:
-        return None  # a cut line is left as it is (the experiment reader reports it)
-    return row.get("epoch") if isinstance(row, dict) else None
+        return None, None  # a cut line is left as it is (the experiment reader reports it)
+    return (row.get("epoch"), row.get("wall_time")) if isinstance(row, dict) else (None, None)
 
 
-def _dedupe_json_lines(f: Path) -> bool:
-    try:
-        lines = f.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return False
-    epochs = [_epoch(line) for line in lines]
-    last = {epoch: i for i, epoch in enumerate(epochs) if epoch is not None}
-    keep = [line for i, (line, epoch) in enumerate(zip(lines, epochs)) if epoch is None or last[epoch] == i]
+def _dedupe_json_lines(text: str) -> str | None:
+    lines = text.splitlines()
+    keep = _one_per_epoch([_row(line) for line in lines])
     if len(keep) == len(lines):
-        return False
-    tmp = f.with_name(f.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(f)
-    return True
+        return None
+    return "".join(lines[i] + "\n" for i in keep)
 
 
 def prune_states(path: Path, keep: int = KEEP_STATES) -> list[Path]:

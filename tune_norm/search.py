@@ -111,6 +111,7 @@ def trainable(config: dict, settings: RunSettings) -> None:
             tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
 
     for i, row in enumerate(unreported, 1):  # epochs trained before the driver died, after its last snapshot
+        # result.json may hold it already: the same wall_time says so, and resume.dedupe keeps the first report
         if i < len(unreported):
             tune.report({**row, **where})
         else:

@@ -51,6 +51,17 @@ def check(uri: str) -> None:
                         "and friends, or an instance profile) so they are not written into the experiment's records")
 
 
+def write_whole(f: Path | UriPath, data: bytes) -> None:
+    """Write a file whole: through a temporary file and a rename on a local disk (a kill leaves the old file, never
+    half of one); one PUT on object storage (atomic there)."""
+    if isinstance(f, Path):
+        tmp = f.with_name(f".{f.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(f)
+    else:
+        f.write_bytes(data)
+
+
 def path(location: str | Path | UriPath) -> Path | UriPath:
     """A pathlib-like handle on ``location``: Path for local folders, UriPath for URIs."""
     if isinstance(location, UriPath):
