@@ -224,8 +224,8 @@ def mend_searcher(path) -> str | None:
         changes.append(f"its searcher counted {state.get('counter')} trials made, the snapshot holds {len(trials)}")
         state["counter"] = len(trials)
     if isinstance(limiter, dict) and set(limiter.get("live_trials") or ()) != live:
-        changes.append(f"its concurrency limiter counted {len(limiter.get('live_trials') or ())} trials as live, "
-                       f"the snapshot {len(live)}")
+        changes.append(f"its concurrency limiter held {', '.join(sorted(limiter.get('live_trials') or ())) or 'none'} "
+                       f"as live, the snapshot {', '.join(sorted(live)) or 'none'}")
         limiter["live_trials"], limiter["num_unfinished_live_trials"] = live, len(live)
     if changes:
         storage.write_whole(gens[-1], cloudpickle.dumps(state))
