@@ -189,10 +189,15 @@ def _snapshot(folder) -> list[tuple[dict, dict]]:
     unreadable."""
     files = sorted(folder.glob(STATE_GLOB))
     state = _read_json(files[-1]) if files else None
+    return _entries(state) if isinstance(state, dict) else []
+
+
+def _entries(state: dict) -> list[tuple[dict, dict]]:
+    """(trial, runtime) of each parseable trial entry of an experiment_state's data."""
     out = []
-    for entry in (state or {}).get("trial_data", []) if isinstance(state, dict) else []:
+    for entry in state.get("trial_data") or []:
         try:
-            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+            trial, runtime = json.loads(entry[0]), json.loads(entry[1]) if len(entry) > 1 else {}
         except (ValueError, TypeError, IndexError):
             continue
         if isinstance(trial, dict) and isinstance(runtime, dict):
@@ -243,13 +248,23 @@ def mend_results(path) -> list[str]:
         if not logdir or not isinstance(last, dict) or not isinstance(last.get("epoch"), int):
             continue
         f = folder / str(logdir) / RESULTS
-        rows = _results(folder / str(logdir))
-        if f.parent.is_dir() and all(r.get("epoch") != last["epoch"] for r in rows):
-            text = f.read_bytes().decode("utf-8", errors="replace") if f.exists() else ""
-            text = text[:text.rfind("\n") + 1]  # a cut last line (Ray was writing it) goes
+        if not f.parent.is_dir():
+            continue
+        text = f.read_bytes().decode("utf-8", errors="replace") if f.exists() else ""
+        text = text[:text.rfind("\n") + 1]  # a cut last line (Ray was writing it) goes
+        if all(result_row(line).get("epoch") != last["epoch"] for line in text.splitlines()):
             storage.write_whole(f, (text + json.dumps(last) + "\n").encode())
             mended.append(str(logdir))
     return mended
+
+
+def result_row(line: str) -> dict[str, Any]:
+    """One result.json line as a dict; {} for a line that is not a JSON object (cut, or not a result)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return {}
+    return row if isinstance(row, dict) else {}
 
 
 def _trial_dirs(path: Path) -> list[Path]:
@@ -277,12 +292,7 @@ def _state(path: Path, missing: list[str]) -> dict[str, dict[str, Any]]:
                        "from the trial folders")
         return {}
     trials = {}
-    for entry in data.get("trial_data") or []:
-        try:
-            meta = json.loads(entry[0])
-            run = json.loads(entry[1]) if len(entry) > 1 else {}
-        except (ValueError, TypeError, IndexError):
-            continue
+    for meta, run in _entries(data):
         trials[str(meta.get("trial_id"))] = {
             "status": meta.get("status") or "UNKNOWN",
             "config": meta.get("config") if isinstance(meta.get("config"), dict) else {},

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import storage
 from .errors import UserError
-from .experiment import PROGRESS, PROVENANCE, RESULTS, STATE_GLOB, _state
+from .experiment import PROGRESS, PROVENANCE, RESULTS, STATE_GLOB, _state, result_row
 from .space import SearchSpec
 
 # Ray's state files; all but experiment_state are pickles, and experiment_state embeds cloudpickled objects
@@ -221,11 +221,8 @@ def _dedupe_csv(text: str) -> str | None:
 
 
 def _row(line: str) -> tuple[Any, Any]:
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None, None  # a cut line is left as it is (the experiment reader reports it)
-    return (row.get("epoch"), row.get("wall_time")) if isinstance(row, dict) else (None, None)
+    row = result_row(line)  # a cut line has no epoch: it is left as it is (the experiment reader reports it)
+    return row.get("epoch"), row.get("wall_time")
 
 
 def _dedupe_json_lines(text: str) -> str | None:
