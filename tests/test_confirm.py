@@ -87,8 +87,8 @@ def test_plan_is_a_fifo_grid_of_the_top_configs_and_the_baseline_recipe_over_fre
     assert p.spec.name == "src-confirm" and p.spec.search.max_concurrent == 2
     assert [r.get("norm", "batch") for r in p.spec.grid] == ["group", "layer", "batch"]
     base = p.spec.grid[2]
-    assert base == {"val_size": 1000, "subset": 2000, "epochs": 2, "channels_last": True, "fast_dropout": True,
-                    "amp": False}  # the baseline recipe, run like for like
+    assert base == {"val_size": 1000, "subset": 2000, "full_eval": False, "epochs": 2, "channels_last": True,
+                    "fast_dropout": True, "amp": False}  # the baseline recipe, run like for like
     assert len(p.spec.cells()) == 9 and p.spec.max_epochs == 2
     assert confirm.plan(exp, top=1, seeds=2, baseline_kind="none").spec.grid == (p.spec.grid[0],)
     # a candidate that is the baseline recipe runs once, and serves as both

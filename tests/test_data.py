@@ -41,6 +41,16 @@ def test_validation_split_is_seeded_stable_and_disjoint(data_root):
     assert not any(bytes(r) in train_rows for r in a.val.images.flatten(1).numpy()[:2000])
 
 
+def test_a_subset_shrinks_evaluation_unless_full_eval_keeps_it_whole(data_root):
+    small = data.load(data_root, val_size=5000, subset=6000)
+    assert (len(small.train), len(small.val), len(small.test)) == (6000, 1000, 1000)
+    whole = data.load(data_root, val_size=5000, subset=6000, full_eval=True)
+    assert (len(whole.train), len(whole.val), len(whole.test)) == (6000, 5000, 10000)
+    full = data.load(data_root, val_size=5000)
+    assert torch.equal(whole.train.images, small.train.images) and torch.equal(whole.test.images, full.test.images)
+    assert torch.equal(whole.val.images, full.val.images) and torch.equal(small.val.images, full.val.images[:1000])
+
+
 def test_uncompressed_files_work(data_root, tmp_path):
     copy_raw(data_root, tmp_path, compress=False)
     assert len(data.load(tmp_path).test) == 10000

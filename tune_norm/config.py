@@ -42,6 +42,7 @@ class TrainConfig:
     width: int = 1  # channel multiplier; 1 is the baseline study's 7,704-parameter net
     val_size: int = 5000  # images held out of the 60k training set; 0 = the baseline study's convention
     subset: int = 0  # train on only this many images (0 = all); val/test shrink to max(subset // 6, 1000): smoke runs
+    full_eval: bool = False  # with subset: still validate on all val_size images and test on all 10,000
     augment: bool = True
     channels_last: bool = True  # CPU memory format; ignored on CUDA
     fast_dropout: bool = True  # CPU dropout masks from PCG64 bits (tune_norm.dropout); False = torch's nn.Dropout

@@ -29,7 +29,8 @@ from .space import Scheduler, Searcher, SearchSpec, check_spec
 
 BASELINES = ("recipe", "none")  # recipe: the baseline study's BatchNorm recipe (TrainConfig defaults); none: none
 OLD_BASELINES = {"seed": "recipe"}  # earlier names, still accepted (not listed in --help)
-LIKE_FOR_LIKE = ("val_size", "subset", "epochs", "channels_last", "fast_dropout", "amp")  # baseline takes these
+# the baseline takes these from the reference config
+LIKE_FOR_LIKE = ("val_size", "subset", "full_eval", "epochs", "channels_last", "fast_dropout", "amp")
 FIRST_SEED = 1001  # fresh seeds start here (then 2001, 3001, ... where the search used one of them)
 PLAN_FILE = "confirm.json"  # in the confirmation's experiment folder: source, trials, configs, seeds
 RESULT_FILE = "confirmation.md"  # the side-by-side tables, written after the run

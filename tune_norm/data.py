@@ -8,10 +8,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics, on the [0, 1] scale
 SPLIT_SEED = 20210601  # the validation split never moves with the training seed
@@ -108,18 +112,26 @@ def load_raw(root: Path) -> tuple[Split, Split]:
     return train, test
 
 
-def load(root: Path | None = None, *, val_size: int = 5000, subset: int = 0) -> MNIST:
-    """MNIST with ``val_size`` images held out of training (seeded, stable); ``subset`` trims training."""
+def load(root: Path | None = None, *, val_size: int = 5000, subset: int = 0, full_eval: bool = False) -> MNIST:
+    """MNIST with ``val_size`` images held out of training (seeded, stable); ``subset`` trims training.
+
+    With ``subset`` the validation and test sets shrink too (smoke runs), unless ``full_eval`` keeps them whole."""
     full, test = load_raw(resolve_root(root))
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = order[:val_size], order[val_size:]
     if subset:
-        held = max(subset // 6, 1000)  # validation and test shrink with the training subset: smoke runs
         train_idx = train_idx[:subset]
+    if subset and not full_eval:
+        held = max(subset // 6, 1000)  # validation and test shrink with the training subset: smoke runs
         test = Split(test.images[:held], test.labels[:held])
         val_idx = val_idx[:held] if val_size else val_idx
     pick = lambda idx: Split(full.images[idx], full.labels[idx])  # noqa: E731
     return MNIST(train=pick(train_idx), val=pick(val_idx), test=test)
+
+
+def for_config(cfg: TrainConfig, root: Path | None = None) -> MNIST:
+    """The splits a TrainConfig trains and is scored on (its val_size, subset and full_eval)."""
+    return load(root, val_size=cfg.val_size, subset=cfg.subset, full_eval=cfg.full_eval)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,6 @@ def train(overrides: dict[str, Any], *, config: Path | None = None, source: Path
     if chosen is not None:
         retrain.write_source(base, source, chosen)
     for cfg in cfgs:
-        mnist = data_mod.load(root, val_size=cfg.val_size, subset=cfg.subset)
+        mnist = data_mod.for_config(cfg, root)
         run_to_folder(cfg, mnist, base / f"seed_{cfg.seed}" if seeds else base, echo=echo)
     return base

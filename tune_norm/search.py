@@ -93,7 +93,7 @@ def trainable(config: dict, settings: RunSettings) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a "Checkpoint successfully created" per epoch
     values = flat_config(config)
     cfg = from_mapping({**values, "threads": values.get("threads") or settings.threads})
-    mnist = data.load(settings.data_root, val_size=cfg.val_size, subset=cfg.subset)  # raw files cached per worker
+    mnist = data.for_config(cfg, settings.data_root)  # raw files cached per worker
     trainer = Trainer(cfg, mnist)
     checkpoint, unreported = tune.get_checkpoint(), []
     if checkpoint:

@@ -109,7 +109,7 @@ def _direct_side(ms_values: dict, root: str) -> dict:
     epochs, spans = 0, []
     for cell in ms.cells():
         cfg = from_mapping({**cell, "threads": ms.threads})
-        trainer = Trainer(cfg, data_mod.load(Path(root), val_size=cfg.val_size, subset=cfg.subset))
+        trainer = Trainer(cfg, data_mod.for_config(cfg, Path(root)))
         rows = list(trainer.epochs())
         epochs += len(rows)
         spans.append((rows[0]["wall_time"] - rows[0]["epoch_seconds"], rows[-1]["wall_time"]))
