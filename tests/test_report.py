@@ -179,7 +179,7 @@ def test_loss_is_compared_too_lower_is_better_and_holm_covers_both_measures():
 def test_the_committed_reports_comparisons_recompute_from_their_trials(tmp_path):
     """docs/results/rereport.py rebuilds a committed report from its CSVs: the committed comparisons, labels and
     column notes are today's (the whole report.md comes back the same)."""
-    for name in ("seed", "seed_4_5", "seed_exact_1", "seed_exact", "batch_size"):
+    for name in ("seed", "seed_4_5", "seed_exact_1", "seed_exact", "batch_size", "batch_size_10k"):
         folder = ROOT / "docs" / "results" / name
         copy = tmp_path / name
         copy.mkdir()
@@ -208,6 +208,26 @@ def test_the_pooled_seed_table_gives_the_numbers_the_results_page_states():
     assert "| BatchNorm | GroupNorm | 99.52 | 99.47 | +0.04 [-0.05, +0.14] | 0.29 | 0.88 |" in run.stdout
     assert "Holm-adjusted over the 8 testable comparisons" in run.stdout
     assert "- GroupNorm + L1 - GroupNorm: -0.23 (95% CI [-0.36, -0.11])" in run.stdout
+
+
+def test_the_small_batch_table_on_the_results_page_is_what_the_script_prints():
+    """docs/results/batch_size_table.py prints the small-batch table from the committed report; the results page
+    shows those rows verbatim, and every accuracy in it is a whole number of images out of all 10,000 test images
+    (and 5,000 validation images): the study ran with full_eval, not on a shrunken third of the test set."""
+    results = ROOT / "docs" / "results"
+    run = subprocess.run([sys.executable, str(results / "batch_size_table.py"), str(results / "batch_size_10k")],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4  # batch 2, 8, 32, 128
+    page = (results / "README.md").read_text()
+    for row in rows:
+        assert row in page
+    trials = pd.read_csv(results / "batch_size_10k" / "trials.csv")
+    assert len(trials) == 72 and (trials["epochs_run"] == 5).all()
+    whole = lambda column, n: ((trials[column] / 100 * n).sub((trials[column] / 100 * n).round()).abs() < 1e-6)  # noqa: E731
+    assert whole("test_acc_at_best_val", 10000).all() and whole("best_val_acc", 5000).all()
+    assert not whole("test_acc_at_best_val", 3333).all()
 
 
 # -- divergence and cost -------------------------------------------------------------------------------
