@@ -185,9 +185,8 @@ def misclassified_for_groups(report: Report, checkpoints: dict[str, str], data_r
         row = summary.loc[trial]
         try:
             model, epoch = load_model(checkpoint, row)
-            full_eval = row.get("full_eval") is True or row.get("full_eval") == 1  # absent (NaN) in older experiments
             test = data_mod.load(data_root, val_size=int(row["val_size"]), subset=int(row["subset"]),
-                                 full_eval=full_eval).test
+                                 full_eval=bool(row["full_eval"])).test  # the summary fills absent keys with defaults
         except UserError as e:
             notes.append(f"no misclassified images for {group}: {e}")
             continue
