@@ -115,6 +115,32 @@ def test_a_search_prints_progress_lines_not_rays_table(smoke):
 
 
 @pytest.mark.slow
+def test_after_the_search_the_workers_output_is_no_longer_printed(tmp_path):
+    """What a worker prints once the search is over (Ray's teardown) does not reach the user: a real local Ray,
+    an actor that prints before and after progress.mute_workers()."""
+    script = tmp_path / "mute.py"
+    script.write_text(
+        "import time, ray\n"
+        "from tune_norm import progress\n"
+        "ray.init(num_cpus=1, include_dashboard=False, log_to_driver=True)\n"
+        "@ray.remote\n"
+        "class Talker:\n"
+        "    def say(self, word):\n"
+        "        print(word, flush=True)\n"
+        "t = Talker.remote()\n"
+        "ray.get(t.say.remote('WORKER-BEFORE'))\n"
+        "time.sleep(3)\n"
+        "progress.mute_workers()\n"
+        "ray.get(t.say.remote('WORKER-AFTER'))\n"
+        "time.sleep(3)\n"
+        "ray.shutdown()\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = done.stdout + done.stderr
+    assert "WORKER-BEFORE" in said and "WORKER-AFTER" not in said, said[-2000:]
+
+
+@pytest.mark.slow
 def test_train_from_the_best_trial_reproduces_it(smoke, tmp_path):
     exp = smoke["exp"]
     best = study.load(exp).best_trial.user_attrs[study.RAY_TRIAL_ID]  # Optuna's best is the report's best

@@ -339,7 +339,6 @@ def cluster_check(
     _tell(cluster.check(config, root))
 
 
-
 @cluster_app.command("setup", epilog="Example: tune-norm cluster setup my-results --ssh-cidr 198.51.7.10/32")
 @friendly
 def cluster_setup(
@@ -354,6 +353,7 @@ def cluster_setup(
     from . import cluster_aws
 
     typer.echo(cluster_aws.setup_aws(bucket, ssh_cidr, region, iam_dir, image=image, log=_log).summary())
+
 
 def main() -> None:
     app(prog_name="tune-norm")

@@ -44,6 +44,15 @@ def quiet_ray(verbose: bool) -> None:
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
+def mute_workers() -> None:
+    """Once the search is over, stop printing the trial workers' output: what they say while Ray tears them down
+    (a worker stopped by SIGTERM can print Python's "Exception ignored in ... SystemExit" traceback) is not about
+    the search. Ray's own handle on the stream; without --verbose only, where Ray's log lines are left out anyway."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+
+    global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+
+
 def _clock(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

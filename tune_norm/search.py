@@ -431,7 +431,11 @@ def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.num_to_keep),
             ),
         )
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    finally:
+        if not verbose:
+            progress.mute_workers()
     guard.raise_if_stopped()
     return results
 
