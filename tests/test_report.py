@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT, run_cli
+from conftest import DATA, ROOT, run_cli
 from tune_norm import experiment, render, report, space, stats
 from tune_norm.cli import app
 
@@ -229,6 +229,51 @@ def test_the_small_batch_table_on_the_results_page_is_what_the_script_prints():
     assert whole("test_acc_at_best_val", 10000).all() and whole("best_val_acc", 5000).all()
     assert not whole("test_acc_at_best_val", 3333).all()
 
+
+
+def test_the_gap_norm_probe_on_the_results_page_is_what_its_script_prints_and_replicates_the_study():
+    """docs/results/probe_gap_batchnorm.py's table, printed from its committed runs, is on the results page verbatim;
+    its two unmodified variants (BatchNorm and GroupNorm at batch 2), trained outside Ray, score exactly what the
+    batch-size study's trials of the same config and seed scored inside Ray."""
+    results = ROOT / "docs" / "results"
+    runs = results / "probe_gap_batchnorm"
+    run = subprocess.run([sys.executable, str(results / "probe_gap_batchnorm.py"), "table", str(runs)],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if line.startswith(("| ", "- "))]
+    assert len(lines) == 1 + 3 + 3  # the header and three variants; three comparisons
+    page = (results / "README.md").read_text()
+    for line in lines:
+        assert line in page, line
+    study = pd.read_csv(results / "batch_size_10k" / "trials.csv")
+    study = study[study["batch_size"] == 2].set_index(["norm", "seed"])["test_acc_at_best_val"]
+    replicated = 0
+    for folder in sorted(runs.glob("*-s*")):
+        cfg = json.loads((folder / "config.json").read_text())
+        last = pd.read_csv(folder / "metrics.csv").iloc[-1]
+        assert cfg["batch_size"] == 2 and cfg["full_eval"] and len(pd.read_csv(folder / "metrics.csv")) == 5
+        if cfg["variant"] in ("batch", "group"):
+            assert last["test_acc_at_best_val"] == pytest.approx(study[(cfg["norm"], cfg["seed"])], abs=0.005)
+            replicated += 1
+    assert replicated == 12  # 6 seeds x 2 variants
+
+
+@pytest.mark.slow
+def test_the_rescored_first_third_on_the_results_page_is_what_its_script_prints():
+    """docs/results/rescore_first_third.py reloads the batch-size study's 72 committed checkpoints (each must score
+    exactly its logged test accuracy on all 10,000 images, or the script exits non-zero) and scores them on the
+    first 3,333 test images; the results page shows its tables verbatim."""
+    results = ROOT / "docs" / "results"
+    run = subprocess.run([sys.executable, str(results / "rescore_first_third.py"), str(results / "batch_size_10k"),
+                          str(results / "batch_size")], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "TUNE_NORM_DATA": str(DATA)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("72 trials rescored at epoch 5, each matching its logged 10,000-image test accuracy")
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 24  # 12 groups, two tables
+    page = (results / "README.md").read_text()
+    for row in rows:
+        assert row in page, row
 
 # -- divergence and cost -------------------------------------------------------------------------------
 def test_diverged_trials_appear_and_are_counted():

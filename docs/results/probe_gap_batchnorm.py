@@ -94,11 +94,13 @@ def read(folder: Path) -> dict[str, dict[int, float]]:
 
 def table(folder: Path) -> None:
     scores = read(folder)
-    print("| variant (batch 2, 5 epochs) | seeds | test acc @ val epoch, mean ± std | per seed |")
+    seeds = sorted({seed for runs in scores.values() for seed in runs})
+    print("| variant (batch 2, 5 epochs) | seeds | test acc @ val epoch, mean ± std "
+          f"| seed {' / '.join(map(str, seeds))} |")
     print("|---|---:|---|---|")
     for slug, (label, _, _) in VARIANTS.items():
         s = stats.summarize(scores[slug].values())
-        per_seed = " / ".join(f"{v:.2f}" for _, v in sorted(scores[slug].items()))
+        per_seed = " / ".join(f"{scores[slug][seed]:.2f}" if seed in scores[slug] else "-" for seed in seeds)
         print(f"| {label} | {s.n} | {s.mean_std()} | {per_seed} |")
     pairs = [("batch-no-gap-norm", "batch"), ("group", "batch-no-gap-norm"), ("group", "batch")]
     family = stats.adjust([stats.compare(scores[a].values(), scores[b].values(), VARIANTS[a][0], VARIANTS[b][0],
