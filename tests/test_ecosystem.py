@@ -116,8 +116,8 @@ def test_a_search_prints_progress_lines_not_rays_table(smoke):
 
 @pytest.mark.slow
 def test_after_the_search_the_workers_output_is_no_longer_printed(tmp_path):
-    """What a worker prints once the search is over (Ray's teardown) does not reach the user: a real local Ray,
-    an actor that prints before and after progress.mute_workers()."""
+    """What a worker prints once the search is over (Ray's teardown) does not reach the user, and a next search in
+    the same process hears its workers again: a real local Ray, an actor that prints around mute and hear."""
     script = tmp_path / "mute.py"
     script.write_text(
         "import time, ray\n"
@@ -133,11 +133,14 @@ def test_after_the_search_the_workers_output_is_no_longer_printed(tmp_path):
         "progress.mute_workers()\n"
         "ray.get(t.say.remote('WORKER-AFTER'))\n"
         "time.sleep(3)\n"
+        "progress.hear_workers()\n"
+        "ray.get(t.say.remote('WORKER-AGAIN'))\n"
+        "time.sleep(3)\n"
         "ray.shutdown()\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     said = done.stdout + done.stderr
-    assert "WORKER-BEFORE" in said and "WORKER-AFTER" not in said, said[-2000:]
+    assert "WORKER-BEFORE" in said and "WORKER-AFTER" not in said and "WORKER-AGAIN" in said, said[-2000:]
 
 
 @pytest.mark.slow

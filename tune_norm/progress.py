@@ -44,13 +44,26 @@ def quiet_ray(verbose: bool) -> None:
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
+_MUTED: list = []  # the Ray log handlers mute_workers took out, for hear_workers to put back
+
+
 def mute_workers() -> None:
     """Once the search is over, stop printing the trial workers' output: what they say while Ray tears them down
     (a worker stopped by SIGTERM can print Python's "Exception ignored in ... SystemExit" traceback) is not about
     the search. Ray's own handle on the stream; without --verbose only, where Ray's log lines are left out anyway."""
-    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
 
-    global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+    _MUTED.extend(pair for pair in streams.handlers if pair[0] == "ray_print_logs")
+    streams.remove_handler("ray_print_logs")
+
+
+def hear_workers() -> None:
+    """Undo mute_workers, for a next search in the same process (a notebook, a confirmation after a search)."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
+
+    for name, handler in _MUTED:
+        streams.add_handler(name, handler)
+    _MUTED.clear()
 
 
 def _clock(seconds: float) -> str:

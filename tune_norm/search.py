@@ -361,6 +361,8 @@ def _run_guarded(spec: SearchSpec, path: str, guard: RunGuard, *, data_root: str
 
     from . import progress, trackers
 
+    progress.hear_workers()  # an earlier search in this process muted them at its end
+
     cluster = None
     if address:  # nodes that do not share this machine's disk need a shared storage, GPU workers may come later
         from . import clusterview
