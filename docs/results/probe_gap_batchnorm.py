@@ -4,15 +4,16 @@ After AvgPool(6) each channel holds one number per image, so at batch 2 the Batc
 two numbers: in training it outputs about +-1 (only the sign of their difference survives), in evaluation it uses
 running statistics of a very different distribution. This trains the batch-size study's batch-2 recipe
 (search_spaces/batch_size.yaml: lr 0.0005, 5 epochs, 20,000 training images, 5,000 validation and all 10,000 test
-images) three ways: BatchNorm as the study runs it, BatchNorm with only that one norm removed (Identity), and
-GroupNorm as the reference. Each run writes config.json (with the variant) and metrics.csv into its own folder.
+images) four ways: BatchNorm as the study runs it, BatchNorm with only that one norm removed (Identity), GroupNorm
+as the reference, and GroupNorm with that norm removed too (so the two nets without it differ only in the norms of
+their convolutions). Each run writes config.json (with the variant) and metrics.csv into its own folder.
 
     python docs/results/probe_gap_batchnorm.py run --data ../shared/data --out docs/results/probe_gap_batchnorm \
         --seeds 1 2 3 4 5 6
     python docs/results/probe_gap_batchnorm.py table docs/results/probe_gap_batchnorm
 
 `table` prints, from the committed folders, each variant's test accuracy at the validation-chosen epoch (mean ±
-std over seeds) and the three pairwise Welch tests, Holm-corrected over those three.
+std over seeds) and five pairwise Welch tests, Holm-corrected over those five.
 """
 
 import argparse
@@ -29,6 +30,7 @@ VARIANTS = {  # folder slug: (label, norm, drop the norm after global pooling)
     "batch": ("BatchNorm (the study's net)", "batch", False),
     "batch-no-gap-norm": ("BatchNorm, no norm after pooling", "batch", True),
     "group": ("GroupNorm (reference)", "group", False),
+    "group-no-gap-norm": ("GroupNorm, no norm after pooling", "group", True),
 }
 GAP_BLOCK = 8  # Net.features: block, block, pool, 1x1, block, block, block, AvgPool, *this 1x1 block*, 1x1
 VALUE = "test_acc_at_best_val"
@@ -64,7 +66,7 @@ def run(data: Path, out: Path, seeds: list[int], variants: list[str]) -> None:
             block = trainer.model.features[GAP_BLOCK]
             assert block[0].kernel_size == (1, 1), "the net's layout changed: GAP_BLOCK no longer names the 1x1 block"
             if drop:
-                assert isinstance(block[2], nn.BatchNorm2d)
+                assert isinstance(block[2], (nn.BatchNorm2d, nn.GroupNorm))
                 block[2] = nn.Identity()
             for m in trainer.epochs():
                 print(f"{label:34} seed {seed} epoch {m['epoch']}: val {m['val_acc']:.2f} test {m['test_acc']:.2f}",
@@ -102,14 +104,15 @@ def table(folder: Path) -> None:
         s = stats.summarize(scores[slug].values())
         per_seed = " / ".join(f"{scores[slug][seed]:.2f}" if seed in scores[slug] else "-" for seed in seeds)
         print(f"| {label} | {s.n} | {s.mean_std()} | {per_seed} |")
-    pairs = [("batch-no-gap-norm", "batch"), ("group", "batch-no-gap-norm"), ("group", "batch")]
+    pairs = [("batch-no-gap-norm", "batch"), ("group", "batch-no-gap-norm"), ("group", "batch"),
+             ("group-no-gap-norm", "batch-no-gap-norm"), ("group", "group-no-gap-norm")]
     family = stats.adjust([stats.compare(scores[a].values(), scores[b].values(), VARIANTS[a][0], VARIANTS[b][0],
                                          what="accuracy") for a, b in pairs])
     print()
-    print("Welch, Holm over these 3 tests:")
+    print(f"Welch, Holm over these {len(family)} tests:")
     for c in family:
         print(f"- {c.a} − {c.b}: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}]; {c.verdict}")
-    bn, no_gap, gn = (stats.summarize(scores[k].values()).mean for k in VARIANTS)
+    bn, no_gap, gn = (stats.summarize(scores[k].values()).mean for k in ("batch", "batch-no-gap-norm", "group"))
     print()
     print(f"Share of the BatchNorm-to-GroupNorm gap that removing the one norm closes (of the means): "
           f"{(no_gap - bn) / (gn - bn):.0%}")
