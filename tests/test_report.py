@@ -241,7 +241,7 @@ def test_the_gap_norm_probe_on_the_results_page_is_what_its_script_prints_and_re
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stdout.splitlines() if line.startswith(("| ", "- "))]
-    assert len(lines) == 1 + 3 + 3  # the header and three variants; three comparisons
+    assert len(lines) == 1 + 4 + 5  # the header and four variants; five comparisons
     page = (results / "README.md").read_text()
     for line in lines:
         assert line in page, line
