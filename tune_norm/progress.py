@@ -51,19 +51,28 @@ def mute_workers() -> None:
     """Once the search is over, stop printing the trial workers' output: what they say while Ray tears them down
     (a worker stopped by SIGTERM can print Python's "Exception ignored in ... SystemExit" traceback) is not about
     the search. Ray's own handle on the stream; without --verbose only, where Ray's log lines are left out anyway."""
-    from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
-
-    _MUTED.extend(pair for pair in streams.handlers if pair[0] == "ray_print_logs")
-    streams.remove_handler("ray_print_logs")
+    streams = _worker_streams()
+    if streams is not None:
+        _MUTED.extend(pair for pair in streams.handlers if pair[0] == "ray_print_logs")
+        streams.remove_handler("ray_print_logs")
 
 
 def hear_workers() -> None:
     """Undo mute_workers, for a next search in the same process (a notebook, a confirmation after a search)."""
-    from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
-
-    for name, handler in _MUTED:
+    streams = _worker_streams()
+    for name, handler in _MUTED if streams is not None else ():
         streams.add_handler(name, handler)
     _MUTED.clear()
+
+
+def _worker_streams():
+    """Ray's dispatcher of worker output (a private module): None if a Ray version moved it, so a search never
+    fails over what it prints (tests/test_ecosystem.py would say so)."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher
+    except ImportError:
+        return None
+    return global_worker_stdstream_dispatcher if hasattr(global_worker_stdstream_dispatcher, "handlers") else None
 
 
 def _clock(seconds: float) -> str:
