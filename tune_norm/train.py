@@ -238,9 +238,20 @@ TABLE_HEADER = (f"{'epoch':>5} {'lr_start':>9} {'train_loss':>10} {'train_acc':>
                 f"{'test_loss':>9} {'test_acc':>8} {'sec':>6}")
 
 
+def write_metrics(rows: list[dict[str, Any]], out: Path) -> None:
+    """A run's per-epoch metrics (Trainer.history) as metrics.csv and metrics.json in ``out``."""
+    import csv
+    import json
+
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
 def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[dict[str, Any]]:
     """Train ``cfg`` and write config.json, metrics.csv, metrics.json and model.pt into ``out``."""
-    import csv
     import json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -252,11 +263,7 @@ def run_to_folder(cfg: TrainConfig, data: MNIST, out: Path, echo=print) -> list[
     for m in trainer.epochs():
         echo(format_row(m))
     rows = trainer.history
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_metrics(rows, out)
     torch.save(trainer.model.state_dict(), out / "model.pt")
     last = rows[-1]
     status = "diverged" if trainer.diverged else "finished"

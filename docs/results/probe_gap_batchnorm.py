@@ -6,7 +6,8 @@ running statistics of a very different distribution. This trains the batch-size 
 (search_spaces/batch_size.yaml: lr 0.0005, 5 epochs, 20,000 training images, 5,000 validation and all 10,000 test
 images) four ways: BatchNorm as the study runs it, BatchNorm with only that one norm removed (Identity), GroupNorm
 as the reference, and GroupNorm with that norm removed too (so the two nets without it differ only in the norms of
-their convolutions). Each run writes config.json (with the variant) and metrics.csv into its own folder.
+their convolutions). Each run writes metrics.csv, metrics.json and then config.json (with the variant) into its
+own folder.
 
     python docs/results/probe_gap_batchnorm.py run --data ../shared/data --out docs/results/probe_gap_batchnorm \
         --seeds 1 2 3 4 5 6
@@ -52,14 +53,14 @@ def run(data: Path, out: Path, seeds: list[int], variants: list[str]) -> None:
 
     from tune_norm import config
     from tune_norm import data as data_mod
-    from tune_norm.train import Trainer
+    from tune_norm.train import Trainer, write_metrics
 
     for seed in seeds:
         for slug in variants:
             label, norm, drop = VARIANTS[slug]
             folder = out / f"{slug}-s{seed}"
             cfg = config.from_mapping({**recipe(norm, seed), "threads": 1})
-            if (folder / "metrics.csv").exists():
+            if (folder / "config.json").exists():  # written last: the run is complete
                 print(f"{folder}: done already, skipped", flush=True)
                 continue
             trainer = Trainer(cfg, data_mod.for_config(cfg, data))
@@ -72,20 +73,15 @@ def run(data: Path, out: Path, seeds: list[int], variants: list[str]) -> None:
                 print(f"{label:34} seed {seed} epoch {m['epoch']}: val {m['val_acc']:.2f} test {m['test_acc']:.2f}",
                       flush=True)
             folder.mkdir(parents=True, exist_ok=True)
-            rows = trainer.history
-            with open(folder / "metrics.csv.part", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            write_metrics(trainer.history, folder)
             (folder / "config.json").write_text(json.dumps({**cfg.as_dict(), "variant": slug}, indent=2) + "\n")
-            (folder / "metrics.csv.part").rename(folder / "metrics.csv")  # a folder with metrics.csv is complete
 
 
 def read(folder: Path) -> dict[str, dict[int, float]]:
     """variant -> seed -> test accuracy at the validation-chosen epoch (the last epoch's running value)."""
     out: dict[str, dict[int, float]] = {slug: {} for slug in VARIANTS}
     for run_dir in sorted(folder.glob("*-s*")):
-        if not (run_dir / "metrics.csv").exists():
+        if not (run_dir / "config.json").exists():
             continue
         cfg = json.loads((run_dir / "config.json").read_text())
         with open(run_dir / "metrics.csv", newline="") as f:

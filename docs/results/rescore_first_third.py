@@ -21,34 +21,35 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_norm import config, retrain, stats
+from tune_norm import config, plots, retrain, stats
 from tune_norm import data as data_mod
-from tune_norm.data import MNIST, Split
-from tune_norm.train import Trainer
+from tune_norm.data import Split
 
-FIRST = 3333  # what subset 20000 left of each evaluation set: max(20000 // 6, 1000)
 NORMS = {"batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm"}
 
 
+def accuracy(model, split: Split) -> float:
+    """Percent correct, as the trainer logs it: 100 * correct / images."""
+    preds, _ = plots.predict(model, split.images)
+    return 100.0 * int((preds == split.labels).sum()) / len(split.labels)
+
+
 def rescore(trial: Path, test: Split, first: Split) -> dict:
-    params = json.loads((trial / "params.json").read_text())
-    cfg = config.from_mapping({**retrain.trial_config(params), "threads": 1})
-    checkpoint = max(trial.glob("checkpoint_*"))
-    trainer = Trainer(cfg, MNIST(train=first, val=Split(first.images[:0], first.labels[:0]), test=test))
-    trainer.load(checkpoint / "state.pt")
-    logged = trainer.history[-1]
-    scored = trainer.evaluate("test")["test_acc"]
+    cfg = config.from_mapping(retrain.trial_config(json.loads((trial / "params.json").read_text())))
+    model, epoch = plots.load_model(max(trial.glob("checkpoint_*")) / "state.pt", cfg.as_dict())
+    logged = pd.read_csv(trial / "progress.csv").set_index("epoch").loc[epoch]
+    scored = accuracy(model, test)
     if abs(scored - logged["test_acc"]) > 1e-9:
         sys.exit(f"{trial}: scores {scored} on all 10,000 test images, but logged {logged['test_acc']} at epoch "
-                 f"{logged['epoch']}")
-    trainer.eval_sets["test"] = (trainer.eval_sets["test"][0][:FIRST], trainer.eval_sets["test"][1][:FIRST])
-    return {"norm": cfg.norm, "batch_size": cfg.batch_size, "seed": cfg.seed, "epoch": logged["epoch"],
-            "all_10000": scored, "first_3333": trainer.evaluate("test")["test_acc"]}
+                 f"{epoch}")
+    return {"norm": cfg.norm, "batch_size": cfg.batch_size, "seed": cfg.seed, "epoch": epoch, "all_10000": scored,
+            "first_3333": accuracy(model, first)}
 
 
 def main(folder: Path, earlier: Path | None = None) -> None:
     _, test = data_mod.load_raw(data_mod.resolve_root(None))
-    first = Split(test.images[:FIRST], test.labels[:FIRST])
+    first = data_mod.load(val_size=5000, subset=20000).test  # what the earlier run scored: subset without full_eval
+    assert len(first) == 3333 and (first.labels == test.labels[:3333]).all()
     rows = pd.DataFrame([rescore(t, test, first) for t in sorted(folder.glob("seeds_*/trial_*"))])
     chosen = pd.read_csv(folder / "trials.csv")["best_val_epoch"]
     print(f"{len(rows)} trials rescored at epoch {', '.join(map(str, sorted(rows['epoch'].unique())))}, each matching "
